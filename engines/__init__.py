@@ -1,0 +1,63 @@
+"""srgan's shared core: generator architectures, model files, backends, tiling, image I/O.
+
+Everything a front end needs is importable from here; nothing here imports a front end.
+"""
+
+from .arch import GeneratorConfig, SRGANGenerator, fold_batchnorm, icnr_
+from .backends import Backend, Precision, TorchBackend, resolve_device, resolve_precision
+from .errors import (
+    BackendError,
+    Cancelled,
+    DeviceOutOfMemory,
+    ImageReadError,
+    ImageWriteError,
+    ModelFileError,
+    NoDefaultModelError,
+    SrganError,
+)
+from .factory import create_upscaler
+from .imageio import DEFAULT_MAX_PIXELS, FORMAT_EXTENSIONS, Picture, format_for, read_image, write_image
+from .model_file import LoadedModel, ModelInfo, load_model, save_model
+from .registry import default_model_path, find_model_files, model_dirs
+from .tiling import Span, Tile, plan_tiles
+from .upscaler import ProgressCallback, TileSettings, Upscaler
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "FORMAT_EXTENSIONS",
+    "Backend",
+    "BackendError",
+    "Cancelled",
+    "DeviceOutOfMemory",
+    "GeneratorConfig",
+    "ImageReadError",
+    "ImageWriteError",
+    "LoadedModel",
+    "ModelFileError",
+    "ModelInfo",
+    "NoDefaultModelError",
+    "Picture",
+    "Precision",
+    "ProgressCallback",
+    "SRGANGenerator",
+    "Span",
+    "SrganError",
+    "Tile",
+    "TileSettings",
+    "TorchBackend",
+    "Upscaler",
+    "create_upscaler",
+    "default_model_path",
+    "find_model_files",
+    "fold_batchnorm",
+    "format_for",
+    "icnr_",
+    "load_model",
+    "model_dirs",
+    "plan_tiles",
+    "read_image",
+    "resolve_device",
+    "resolve_precision",
+    "save_model",
+    "write_image",
+]

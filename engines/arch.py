@@ -1,0 +1,149 @@
+"""SRGAN generator architectures (Ledig et al., 2017) and their inference form.
+
+The training form has BatchNorm after the convolutions of every residual block and after the
+convolution that closes the residual trunk. For inference those BatchNorm layers are folded
+into the convolutions in front of them, which gives exactly the BN-free variant's structure:
+inference always runs a BN-free network.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+SUPPORTED_SCALES = (2, 4, 8)
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """The shape of an SRGAN generator.
+
+    scale: upscaling factor, 2, 4 or 8 (one ×2 sub-pixel stage per factor of two).
+    blocks: number of residual blocks in the trunk (the paper uses 16).
+    channels: feature channels in the trunk (the paper uses 64).
+    batchnorm: True for the paper's generator, False for the BN-free variant.
+    """
+
+    scale: int = 4
+    blocks: int = 16
+    channels: int = 64
+    batchnorm: bool = True
+
+    def __post_init__(self) -> None:
+        if self.scale not in SUPPORTED_SCALES:
+            raise ValueError(f"scale must be one of {SUPPORTED_SCALES}, not {self.scale}")
+        if self.blocks < 1 or self.channels < 1:
+            raise ValueError("blocks and channels must be at least 1")
+
+    @property
+    def upsample_stages(self) -> int:
+        return int(math.log2(self.scale))
+
+
+class ResidualBlock(nn.Module):
+    """conv-(BN)-PReLU-conv-(BN) with an identity skip."""
+
+    def __init__(self, channels: int, batchnorm: bool) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=not batchnorm)
+        self.bn1 = nn.BatchNorm2d(channels) if batchnorm else nn.Identity()
+        self.act = nn.PReLU(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=not batchnorm)
+        self.bn2 = nn.BatchNorm2d(channels) if batchnorm else nn.Identity()
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        residual = self.bn2(self.conv2(self.act(self.bn1(self.conv1(features)))))
+        return features + residual
+
+
+class SRGANGenerator(nn.Module):
+    """The SRGAN generator: N×3×H×W in [0, 1] → N×3×(scale·H)×(scale·W), nominally [0, 1].
+
+    The output is not clamped; callers clamp after inference, training losses see it raw.
+    """
+
+    def __init__(self, config: GeneratorConfig = GeneratorConfig()) -> None:
+        super().__init__()
+        self.config = config
+        width, bn = config.channels, config.batchnorm
+        self.head = nn.Sequential(nn.Conv2d(3, width, 9, padding=4), nn.PReLU(width))
+        self.body = nn.Sequential(*(ResidualBlock(width, bn) for _ in range(config.blocks)))
+        self.body_tail = nn.Sequential(
+            nn.Conv2d(width, width, 3, padding=1, bias=not bn),
+            nn.BatchNorm2d(width) if bn else nn.Identity(),
+        )
+        self.upsample = nn.Sequential(
+            *(
+                nn.Sequential(
+                    nn.Conv2d(width, width * 4, 3, padding=1), nn.PixelShuffle(2), nn.PReLU(width)
+                )
+                for _ in range(config.upsample_stages)
+            )
+        )
+        self.tail = nn.Conv2d(width, 3, 9, padding=4)
+        for stage in self.upsample:
+            icnr_(stage[0].weight, upscale=2)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        features = self.head(image)
+        features = features + self.body_tail(self.body(features))
+        return self.tail(self.upsample(features))
+
+
+@torch.no_grad()
+def icnr_(weight: torch.Tensor, upscale: int) -> torch.Tensor:
+    """Initialise a sub-pixel convolution's weight in place with ICNR (Aitken et al., 2017).
+
+    Every group of upscale² output channels that PixelShuffle spreads over one output block
+    gets the same kernel, so a freshly initialised stage behaves like nearest-neighbour
+    upsampling of a normal convolution and shows no checkerboard.
+    """
+    out_channels = weight.shape[0]
+    groups = upscale * upscale
+    if out_channels % groups:
+        raise ValueError(f"{out_channels} output channels do not divide into {groups} groups")
+    base = torch.empty((out_channels // groups, *weight.shape[1:]), dtype=weight.dtype)
+    nn.init.kaiming_normal_(base)
+    weight.copy_(base.repeat_interleave(groups, dim=0))
+    return weight
+
+
+def _fold_conv_bn(conv: nn.Conv2d, bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of one convolution with the BatchNorm after it folded in."""
+    weight = conv.weight.detach()
+    bias = conv.bias.detach() if conv.bias is not None else torch.zeros(weight.shape[0])
+    if not isinstance(bn, nn.BatchNorm2d):
+        return weight.clone(), bias.clone()
+    gain = bn.weight.detach() / torch.sqrt(bn.running_var.detach() + bn.eps)
+    return weight * gain[:, None, None, None], (bias - bn.running_mean.detach()) * gain + bn.bias.detach()
+
+
+@torch.no_grad()
+def fold_batchnorm(generator: SRGANGenerator) -> SRGANGenerator:
+    """A BN-free generator that computes what `generator` computes in eval mode.
+
+    Returns a new module in eval mode (float32, CPU); `generator` is left unchanged.
+    """
+    folded = SRGANGenerator(replace(generator.config, batchnorm=False)).eval()
+    source = {name: module for name, module in generator.named_modules()}
+    for name, module in folded.named_modules():
+        if isinstance(module, nn.Conv2d):
+            bn_name = _bn_after(name)
+            weight, bias = _fold_conv_bn(source[name], source.get(bn_name, nn.Identity()))
+            module.weight.copy_(weight)
+            module.bias.copy_(bias)
+        elif isinstance(module, nn.PReLU):
+            module.weight.copy_(source[name].weight.detach())
+    return folded
+
+
+def _bn_after(conv_name: str) -> str:
+    """The name the BatchNorm following a convolution has in the training form."""
+    if conv_name.endswith(".conv1") or conv_name.endswith(".conv2"):
+        return conv_name[:-5] + "bn" + conv_name[-1]
+    if conv_name == "body_tail.0":
+        return "body_tail.1"
+    return ""

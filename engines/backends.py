@@ -1,0 +1,154 @@
+"""Compute backends: what runs the network on one batch of tiles.
+
+`Upscaler` talks to every backend through `Backend`, so compiled and TensorRT engines plug in
+beside the eager PyTorch backend here. Engines that accept only one input shape say so through
+`fixed_tile_shape` and `fixed_batch`; the core then pads tiles and batches to fit.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import enum
+import functools
+import sys
+from abc import ABC, abstractmethod
+
+import torch
+from torch import nn
+
+from .errors import BackendError, DeviceOutOfMemory
+
+
+class Precision(str, enum.Enum):
+    """Arithmetic precision of the network's weights and activations."""
+
+    AUTO = "auto"
+    FP32 = "fp32"
+    FP16 = "fp16"
+    BF16 = "bf16"
+
+
+_DTYPES = {Precision.FP32: torch.float32, Precision.FP16: torch.float16, Precision.BF16: torch.bfloat16}
+
+
+class Backend(ABC):
+    """Runs an upscaling network on batches of tiles.
+
+    name: short description shown to users ("torch-cpu fp32").
+    scale: the network's upscaling factor.
+    device: where `infer` wants its input and leaves its output.
+    fixed_tile_shape: (rows, columns) of the only tile shape the engine accepts, or None.
+    fixed_batch: the only batch size the engine accepts, or None.
+    preferred_tile_size: the tile size used when the caller does not choose one.
+    """
+
+    name: str
+    scale: int
+    device: torch.device
+    fixed_tile_shape: tuple[int, int] | None = None
+    fixed_batch: int | None = None
+    preferred_tile_size: int = 256
+
+    @abstractmethod
+    def infer(self, batch: torch.Tensor) -> torch.Tensor:
+        """Upscale a batch of tiles.
+
+        batch: N×3×h×w float32 on `device`, values in [0, 1].
+        Returns N×3×(scale·h)×(scale·w) on `device`, floating point, nominally [0, 1] (unclamped).
+        Raises DeviceOutOfMemory when the batch does not fit, BackendError for other failures.
+        """
+
+
+def resolve_device(spec: str) -> torch.device:
+    """Turn 'auto', 'cpu', 'cuda' or 'cuda:N' into an available torch.device.
+
+    Raises BackendError naming the fix when the device does not exist here.
+    """
+    spec = spec.strip().lower()
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise BackendError(f"unknown device '{spec}': use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cpu":
+        return device
+    if device.type != "cuda":
+        raise BackendError(f"device '{spec}' is not supported: use auto, cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise BackendError(f"device '{spec}' asked for, but this PyTorch sees no CUDA GPU: use --device cpu")
+    index = device.index or 0
+    if index >= torch.cuda.device_count():
+        raise BackendError(
+            f"device '{spec}' does not exist: this machine has {torch.cuda.device_count()} CUDA GPU(s)"
+        )
+    return torch.device("cuda", index)
+
+
+def resolve_precision(precision: Precision, device: torch.device) -> Precision:
+    """The precision to use on `device`: fp16 on CUDA and fp32 on CPU for AUTO.
+
+    Raises BackendError for fp16 on a CPU, which PyTorch runs slowly and inexactly there.
+    """
+    if precision is Precision.AUTO:
+        return Precision.FP16 if device.type == "cuda" else Precision.FP32
+    if precision is Precision.FP16 and device.type == "cpu":
+        raise BackendError("fp16 is not supported on the CPU: use --precision fp32 or bf16")
+    return precision
+
+
+@functools.cache
+def keep_freed_memory_for_reuse() -> bool:
+    """Ask glibc's allocator to keep freed blocks of up to 1 GiB instead of unmapping them.
+
+    CPU inference allocates and frees feature maps of tens to hundreds of MB for every tile;
+    with glibc's defaults each one is a fresh mmap whose pages fault in again, which cost a
+    quarter of the CPU time in benchmarks/upscale_cpu.py. Peak memory is unchanged. Returns
+    False where the C library is not glibc (the setting is then simply not available).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(mallopt(m_mmap_threshold, 1 << 30)) and bool(mallopt(m_trim_threshold, 1 << 30))
+
+
+class TorchBackend(Backend):
+    """Eager PyTorch on a CPU or CUDA device, channels_last, in fp32, fp16 or bf16."""
+
+    def __init__(
+        self,
+        network: nn.Module,
+        scale: int,
+        device: torch.device,
+        precision: Precision = Precision.AUTO,
+    ) -> None:
+        """network: maps N×3×h×w in [0, 1] to N×3×(scale·h)×(scale·w); it is moved, not copied."""
+        self.scale = scale
+        self.device = device
+        self.precision = resolve_precision(precision, device)
+        self._dtype = _DTYPES[self.precision]
+        # On a CPU, 160-pixel tiles kept the 2000×1500 benchmark under 0.7 GiB of RSS at
+        # nearly the speed of larger ones (benchmarks/upscale_cpu.py); a GPU wants large ones.
+        self.preferred_tile_size = 160 if device.type == "cpu" else 512
+        if device.type == "cpu":
+            keep_freed_memory_for_reuse()
+        self.network = network.eval().to(device=device, dtype=self._dtype, memory_format=torch.channels_last)
+        self.name = f"torch-{device.type} {self.precision.value}"
+
+    def infer(self, batch: torch.Tensor) -> torch.Tensor:
+        batch = batch.to(dtype=self._dtype, memory_format=torch.channels_last)
+        try:
+            with torch.inference_mode():
+                return self.network(batch)
+        except torch.OutOfMemoryError as error:
+            raise DeviceOutOfMemory(f"{self.device} ran out of memory for a batch of {tuple(batch.shape)}") from error
+        except RuntimeError as error:
+            if "can't allocate memory" in str(error):
+                raise DeviceOutOfMemory(f"{self.device} ran out of memory for a batch of {tuple(batch.shape)}") from error
+            raise BackendError(f"{self.name} failed on a batch of {tuple(batch.shape)}: {error}") from error

@@ -1,0 +1,302 @@
+"""Reading and writing images while keeping what users care about.
+
+Pixels become H×W×C uint8 or uint16 arrays (C: 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA). EXIF
+orientation is applied on reading, so pixels are upright and the EXIF written back says so.
+The ICC profile and EXIF travel with the pixels to the output. 16-bit PNG and TIFF, which
+Pillow reduces to 8 bits, are decoded and encoded with imagecodecs and tifffile instead.
+Outputs are written under a temporary name and renamed into place, so a failed write never
+leaves a partial file.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import imagecodecs
+import numpy as np
+import tifffile
+from PIL import Image, UnidentifiedImageError
+
+from .atomic import atomic_path
+from .errors import ImageReadError, ImageWriteError
+
+# This module enforces its own pixel limit, with a message that says how to lift it.
+Image.MAX_IMAGE_PIXELS = None
+
+DEFAULT_MAX_PIXELS = 40_000_000
+"""Largest input accepted by default: 40 Mpx in is 640 Mpx (1.9 GB as RGB) out at 4×."""
+
+FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP", "tiff": "TIFF", "bmp": "BMP"}
+_EXTENSIONS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp", ".tif": "tiff", ".tiff": "tiff", ".bmp": "bmp"}
+FORMAT_EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "tiff": ".tif", "bmp": ".bmp"}
+_ORIENTATION_TAG = 0x0112
+# A TIFF's first IFD doubles as its EXIF; these tags describe the source file's layout and
+# would be wrong in any output, so they are not carried over.
+_TIFF_STRUCTURE_TAGS = (256, 257, 258, 259, 262, 273, 277, 278, 279, 282, 283, 284, 296, 317, 320,
+                        322, 323, 324, 325, 338, 339, 34675)
+
+
+@dataclass(frozen=True)
+class Picture:
+    """An image as pixels plus the metadata that must survive upscaling.
+
+    pixels: H×W×C, uint8 or uint16, C = 1 (gray), 2 (gray, alpha), 3 (RGB) or 4 (RGBA), upright.
+    icc_profile: the embedded ICC profile, or None.
+    exif: EXIF as bytes starting with b"Exif\\0\\0", orientation reset to 1, or None.
+    dpi: the stored resolution in dots per inch, or None.
+    """
+
+    pixels: np.ndarray
+    icc_profile: bytes | None = None
+    exif: bytes | None = None
+    dpi: tuple[float, float] | None = None
+
+    @property
+    def has_alpha(self) -> bool:
+        return self.pixels.shape[2] in (2, 4)
+
+    @property
+    def bit_depth(self) -> int:
+        return 16 if self.pixels.dtype == np.uint16 else 8
+
+
+def format_for(path: Path, requested: str | None = None) -> str:
+    """The output format key ('png', 'jpeg', ...) from `requested` or else the path's extension.
+
+    Raises ImageWriteError when neither names a supported format.
+    """
+    if requested:
+        key = requested.lower().lstrip(".")
+        key = _EXTENSIONS.get("." + key, key)
+        if key not in FORMATS:
+            raise ImageWriteError(f"unknown output format '{requested}': use one of {', '.join(FORMATS)}")
+        return key
+    key = _EXTENSIONS.get(Path(path).suffix.lower())
+    if key is None:
+        raise ImageWriteError(
+            f"{path}: cannot tell the output format from '{Path(path).suffix}'; use .png, .jpg, .webp, .tif or .bmp, or --format"
+        )
+    return key
+
+
+def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
+    """Decode an image file, applying its EXIF orientation.
+
+    max_pixels: refuse images with more pixels than this (0: no limit).
+    Raises ImageReadError, naming the file and the fix, for a missing file, a file that is not
+    an image, a truncated or corrupt one, a zero-size one or one over the pixel limit.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ImageReadError(f"{path}: file not found; check the path")
+    if path.is_dir():
+        raise ImageReadError(f"{path}: is a folder; pass image files, or the folder with --recursive")
+    try:
+        with Image.open(path) as image:
+            _check_size(path, image.size, max_pixels)
+            pixels = _decode(path, image)
+            icc_profile = image.info.get("icc_profile") or None
+            if image.mode == "CMYK":
+                icc_profile = None  # a CMYK profile does not describe the RGB pixels we made
+            exif = image.getexif()
+            if image.format == "TIFF":
+                for tag in _TIFF_STRUCTURE_TAGS:
+                    exif.pop(tag, None)
+            dpi = _dpi(image.info.get("dpi"))
+    except UnidentifiedImageError:
+        raise ImageReadError(
+            f"{path}: not an image file that can be read; use PNG, JPEG, WebP, TIFF or BMP"
+        ) from None
+    except (OSError, ValueError, SyntaxError, struct.error, zlib.error, RuntimeError) as error:
+        raise ImageReadError(
+            f"{path}: truncated or corrupt image ({_first_line(error)}); re-export or re-download it"
+        ) from None
+    if 0 in pixels.shape[:2]:
+        raise ImageReadError(f"{path}: image has zero size; nothing to upscale")
+    orientation = exif.get(_ORIENTATION_TAG, 1)
+    pixels = apply_orientation(pixels, orientation)
+    if orientation != 1:
+        exif[_ORIENTATION_TAG] = 1
+    return Picture(pixels=pixels, icc_profile=icc_profile, exif=exif.tobytes() if len(exif) else None, dpi=dpi)
+
+
+def _check_size(path: Path, size: tuple[int, int], max_pixels: int) -> None:
+    width, height = size
+    if width == 0 or height == 0:
+        raise ImageReadError(f"{path}: image has zero size ({width}×{height}); nothing to upscale")
+    if max_pixels and width * height > max_pixels:
+        raise ImageReadError(
+            f"{path}: {width}×{height} is {width * height:,} pixels, over the limit of {max_pixels:,}"
+            " that guards against decompression bombs; pass --max-pixels to raise it"
+        )
+
+
+def _decode(path: Path, image: Image.Image) -> np.ndarray:
+    """Pixels of the first frame as H×W×C uint8 or uint16."""
+    if _is_16_bit(image):
+        if image.format == "PNG":
+            array = imagecodecs.png_decode(path.read_bytes())
+        else:
+            array = tifffile.imread(path, key=0)
+        return _channels_last(array.astype(np.uint16, copy=False))
+    image.load()
+    mode = image.mode
+    if mode == "P" or mode == "PA":
+        has_alpha = mode == "PA" or "transparency" in image.info or image.palette.mode == "RGBA"
+        image = image.convert("RGBA" if has_alpha else "RGB")
+    elif mode in ("1", "I", "F", "I;16", "I;16B", "I;16L"):
+        if mode != "1":
+            raise ImageReadError(f"{path}: pixel mode {mode} is not supported; save the image as 8- or 16-bit")
+        image = image.convert("L")
+    elif mode == "La":
+        image = image.convert("LA")
+    elif mode not in ("L", "LA", "RGB", "RGBA"):
+        image = image.convert("RGBA" if "A" in mode or "a" in mode else "RGB")
+    return _channels_last(np.asarray(image))
+
+
+def _is_16_bit(image: Image.Image) -> bool:
+    if image.format not in ("PNG", "TIFF") or not image.tile:
+        return False
+    args = image.tile[0].args
+    rawmode = args[0] if isinstance(args, tuple) else args
+    return isinstance(rawmode, str) and ";16" in rawmode
+
+
+def _channels_last(array: np.ndarray) -> np.ndarray:
+    return array[:, :, None] if array.ndim == 2 else array
+
+
+def _dpi(value: object) -> tuple[float, float] | None:
+    if isinstance(value, tuple) and len(value) == 2:
+        return (float(value[0]), float(value[1]))
+    return None
+
+
+_ORIENTATIONS: dict[int, Callable[[np.ndarray], np.ndarray]] = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: np.rot90(a, 2).transpose(1, 0, 2),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn H×W×C pixels upright for an EXIF orientation value (1-8; others are ignored)."""
+    return np.ascontiguousarray(_ORIENTATIONS.get(orientation, _ORIENTATIONS[1])(pixels))
+
+
+def write_image(picture: Picture, path: Path, image_format: str | None = None, quality: int = 95) -> None:
+    """Encode `picture` to `path` atomically, creating missing parent folders.
+
+    image_format: 'png', 'jpeg', 'webp', 'tiff' or 'bmp'; None takes it from the extension.
+    quality: 1-100 for JPEG and WebP (100 makes WebP lossless).
+    16 bits are kept in PNG and TIFF and reduced to 8 for the others. JPEG cannot hold alpha: an
+    opaque alpha channel is dropped, any other raises ImageWriteError.
+    Raises ImageWriteError naming the file and the fix; no file is left at `path` on failure.
+    """
+    path = Path(path)
+    key = format_for(path, image_format)
+    picture = _fit_format(path, picture, key)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ImageWriteError(f"{path.parent}: cannot create the output folder ({error.strerror}); choose another") from None
+    try:
+        with atomic_path(path) as temporary:
+            _encode(picture, temporary, key, quality)
+    except OSError as error:
+        raise ImageWriteError(
+            f"{path}: cannot write the image ({_first_line(error)}); check the folder's permissions and free space"
+        ) from None
+
+
+def _fit_format(path: Path, picture: Picture, key: str) -> Picture:
+    """Reduce a picture to what the format can hold."""
+    pixels = picture.pixels
+    if key not in ("png", "tiff") and pixels.dtype == np.uint16:
+        pixels = ((pixels.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    if key == "jpeg" and pixels.shape[2] in (2, 4):
+        alpha = pixels[:, :, -1]
+        if alpha.min() < np.iinfo(pixels.dtype).max:
+            raise ImageWriteError(
+                f"{path}: JPEG cannot store the image's transparency; write .png, .webp or .tif, or use --format png"
+            )
+        pixels = pixels[:, :, :-1]
+    if key == "webp" and pixels.shape[2] in (1, 2):
+        pixels = np.repeat(pixels, [3, 1][: pixels.shape[2]], axis=2)
+    return replace(picture, pixels=pixels)
+
+
+def _encode(picture: Picture, path: Path, key: str, quality: int) -> None:
+    if picture.pixels.dtype == np.uint16:
+        if key == "png":
+            _write_png16(picture, path)
+        else:
+            _write_tiff16(picture, path)
+        return
+    pixels = picture.pixels
+    image = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
+    options: dict[str, object] = {}
+    if key != "bmp":
+        if picture.icc_profile:
+            options["icc_profile"] = picture.icc_profile
+        if picture.exif:
+            options["exif"] = picture.exif
+    if picture.dpi and key in ("png", "jpeg", "tiff", "bmp"):
+        options["dpi"] = picture.dpi
+    if key == "jpeg":
+        options.update(quality=quality, subsampling=0 if quality >= 90 else 2, optimize=True)
+    elif key == "webp":
+        options.update(quality=quality, lossless=quality >= 100, method=4)
+    elif key == "tiff":
+        options["compression"] = "tiff_adobe_deflate"
+    elif key == "png":
+        options["compress_level"] = 6
+    image.save(path, format=FORMATS[key], **options)
+
+
+def _write_png16(picture: Picture, path: Path) -> None:
+    pixels = picture.pixels
+    encoded = imagecodecs.png_encode(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels, level=6)
+    chunks = []
+    if picture.icc_profile:
+        chunks.append(_png_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(picture.icc_profile)))
+    if picture.exif:
+        chunks.append(_png_chunk(b"eXIf", picture.exif.removeprefix(b"Exif\0\0")))
+    # Ancillary chunks go straight after IHDR: 8 bytes of signature, then IHDR's 25 bytes.
+    header_end = 8 + 25
+    path.write_bytes(encoded[:header_end] + b"".join(chunks) + encoded[header_end:])
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _write_tiff16(picture: Picture, path: Path) -> None:
+    pixels = picture.pixels
+    channels = pixels.shape[2]
+    photometric = "minisblack" if channels <= 2 else "rgb"
+    data = pixels[:, :, 0] if channels == 1 else pixels
+    tifffile.imwrite(
+        path,
+        data,
+        photometric=photometric,
+        planarconfig="contig",
+        extrasamples=("unassalpha",) if channels in (2, 4) else None,
+        iccprofile=picture.icc_profile,
+        compression="zlib",
+    )
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:160] if text else type(error).__name__

@@ -1,0 +1,201 @@
+"""`Upscaler`: the one tiled-inference core that every front end uses."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .backends import Backend
+from .errors import Cancelled, DeviceOutOfMemory
+from .tiling import Tile, blend_weights, plan_tiles
+
+ProgressCallback = Callable[[int, int], None]
+"""Called with (tiles done, tiles in all) after every batch."""
+
+
+@dataclass(frozen=True)
+class TileSettings:
+    """How images are cut into tiles.
+
+    tile_size: side of the square window the network sees, in input pixels; None takes the
+        backend's preferred size (small on a CPU, where memory bandwidth and RSS matter,
+        large on a GPU).
+    overlap: pixels of image context read on each side of a tile's core.
+    batch_size: tiles run through the backend at once.
+    min_tile_size: smallest tile the out-of-memory retry halves down to.
+    """
+
+    tile_size: int | None = None
+    overlap: int = 16
+    batch_size: int = 1
+    min_tile_size: int = 32
+
+    def __post_init__(self) -> None:
+        if self.overlap < 0 or (self.tile_size is not None and self.tile_size - 2 * self.overlap < 8):
+            raise ValueError(
+                f"tile size {self.tile_size} leaves too little after {self.overlap} pixels of overlap"
+                " on each side: use a tile size of at least 2 × overlap + 8"
+            )
+        if self.batch_size < 1:
+            raise ValueError("batch size must be at least 1")
+
+
+@dataclass(frozen=True)
+class _Pass:
+    """One run of the tiler over a set of channels of the image."""
+
+    source: np.ndarray  # H×W×k view of the input, k = 3 (colour) or 1 (gray or alpha)
+    target: np.ndarray  # (s·H)×(s·W)×k view of the output
+
+
+class Upscaler:
+    """Upscales whole images of any size through a `Backend`, one tile batch at a time.
+
+    Not thread-safe for concurrent calls on one instance (they would share the device); holds
+    no per-image state between calls.
+    """
+
+    def __init__(self, backend: Backend, settings: TileSettings = TileSettings()) -> None:
+        self.backend = backend
+        self.settings = settings
+
+    @property
+    def scale(self) -> int:
+        return self.backend.scale
+
+    def upscale(
+        self,
+        pixels: np.ndarray,
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> np.ndarray:
+        """Upscale an image by `scale`.
+
+        pixels: H×W (gray) or H×W×C with C = 1 (gray), 2 (gray, alpha), 3 (RGB) or 4 (RGBA);
+        uint8 or uint16. Returns an array of the same dtype and layout, scale·H × scale·W.
+        Alpha is run through the network as a gray image unless it is constant.
+        Raises Cancelled when `cancel` is set, DeviceOutOfMemory when even the smallest tile
+        does not fit, BackendError when the backend fails, ValueError for unsupported arrays.
+        """
+        image = _as_channels(pixels)
+        height, width, channels = image.shape
+        scale = self.scale
+        output = np.empty((height * scale, width * scale, channels), dtype=image.dtype)
+        passes = [_Pass(image[:, :, :3] if channels >= 3 else image[:, :, :1],
+                        output[:, :, :3] if channels >= 3 else output[:, :, :1])]
+        if channels in (2, 4):
+            alpha, alpha_out = image[:, :, -1:], output[:, :, -1:]
+            if alpha.min() == alpha.max():
+                alpha_out[...] = alpha[0, 0, 0]
+            else:
+                passes.append(_Pass(alpha, alpha_out))
+        settings = self.settings
+        if settings.tile_size is None:
+            settings = replace(settings, tile_size=max(self.backend.preferred_tile_size, 2 * settings.overlap + 8))
+        while True:
+            try:
+                self._run_passes(passes, settings, progress, cancel)
+                break
+            except DeviceOutOfMemory:
+                # Every pixel is rewritten by the next attempt, in the same order, so the
+                # partly written output needs no reset.
+                half = settings.tile_size // 2
+                floor = max(settings.min_tile_size, 2 * settings.overlap + 8)
+                if self.backend.fixed_tile_shape is not None or half < floor:
+                    raise
+                settings = replace(settings, tile_size=half)
+        return output.reshape(output.shape[:2]) if pixels.ndim == 2 else output
+
+    def _window(self, settings: TileSettings) -> tuple[int, int]:
+        fixed = self.backend.fixed_tile_shape
+        return fixed if fixed is not None else (settings.tile_size, settings.tile_size)
+
+    def _run_passes(
+        self,
+        passes: Sequence[_Pass],
+        settings: TileSettings,
+        progress: ProgressCallback | None,
+        cancel: threading.Event | None,
+    ) -> None:
+        height, width = passes[0].source.shape[:2]
+        fixed = self.backend.fixed_tile_shape is not None
+        tiles = plan_tiles(height, width, self._window(settings), settings.overlap, shrink=not fixed)
+        batch_size = self.backend.fixed_batch or settings.batch_size
+        total, done = len(tiles) * len(passes), 0
+        for image_pass in passes:
+            for start in range(0, len(tiles), batch_size):
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled("upscale cancelled")
+                batch = tiles[start : start + batch_size]
+                upscaled = self._infer(image_pass.source, batch)
+                for tile, tile_output in zip(batch, upscaled):
+                    _write_tile(image_pass.target, tile, tile_output, self.scale)
+                done += len(batch)
+                if progress is not None:
+                    progress(done, total)
+
+    @torch.inference_mode()
+    def _infer(self, source: np.ndarray, tiles: Sequence[Tile]) -> np.ndarray:
+        """Run a batch of tile windows through the backend.
+
+        Returns N×(s·h)×(s·w)×k quantised to the source's dtype, on the host.
+        """
+        backend = self.backend
+        windows = np.stack([source[t.y.window_start : t.y.window_end, t.x.window_start : t.x.window_end] for t in tiles])
+        peak = float(np.iinfo(source.dtype).max)
+        batch = torch.from_numpy(windows.astype(np.int32) if source.dtype == np.uint16 else windows)
+        batch = batch.to(backend.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(peak)
+        if batch.shape[1] == 1:
+            batch = batch.expand(-1, 3, -1, -1)
+        rows, columns = batch.shape[2:]
+        batch = _pad_to_engine(batch, backend.fixed_tile_shape, backend.fixed_batch)
+        result = backend.infer(batch)[: len(tiles), :, : rows * backend.scale, : columns * backend.scale]
+        if source.shape[2] == 1:
+            result = result.float().mean(dim=1, keepdim=True)
+        quantised = result.float().clamp_(0.0, 1.0).mul_(peak).round_()
+        quantised = quantised.to(torch.uint8 if source.dtype == np.uint8 else torch.int32)
+        host = quantised.permute(0, 2, 3, 1).cpu().numpy()
+        return host if source.dtype == np.uint8 else host.astype(np.uint16)
+
+
+def _as_channels(pixels: np.ndarray) -> np.ndarray:
+    if pixels.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"pixels must be uint8 or uint16, not {pixels.dtype}")
+    image = pixels[:, :, None] if pixels.ndim == 2 else pixels
+    if image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4) or 0 in image.shape:
+        raise ValueError(f"pixels must be H×W or H×W×C with C in 1..4, not shape {pixels.shape}")
+    return image
+
+
+def _pad_to_engine(
+    batch: torch.Tensor, tile_shape: tuple[int, int] | None, batch_size: int | None
+) -> torch.Tensor:
+    """Pad a batch up to an engine's fixed tile shape (replicating edges) and batch size."""
+    if tile_shape is not None:
+        pad_rows, pad_columns = tile_shape[0] - batch.shape[2], tile_shape[1] - batch.shape[3]
+        if pad_rows or pad_columns:
+            batch = F.pad(batch, (0, pad_columns, 0, pad_rows), mode="replicate")
+    if batch_size is not None and batch.shape[0] < batch_size:
+        filler = batch[-1:].expand(batch_size - batch.shape[0], -1, -1, -1)
+        batch = torch.cat([batch, filler])
+    return batch
+
+
+def _write_tile(target: np.ndarray, tile: Tile, tile_output: np.ndarray, scale: int) -> None:
+    """Write a tile's output over its region of `target`, blending in its blend bands."""
+    top, left = tile.y.write_start * scale, tile.x.write_start * scale
+    bottom, right = tile.y.core_end * scale, tile.x.core_end * scale
+    window_top, window_left = tile.y.window_start * scale, tile.x.window_start * scale
+    fresh = tile_output[top - window_top : bottom - window_top, left - window_left : right - window_left]
+    region = target[top:bottom, left:right]
+    if tile.y.blend == 0 and tile.x.blend == 0:
+        region[...] = fresh
+        return
+    weights = blend_weights(tile, scale)
+    blended = fresh * weights + region * (1.0 - weights)
+    region[...] = np.rint(blended).astype(target.dtype)

@@ -1,0 +1,1 @@
+"""The `srgan` command line: thin commands over the `engines` core."""

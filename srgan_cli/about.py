@@ -1,0 +1,134 @@
+"""`srgan info` and `srgan models`: what is installed and what the model files hold."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import platform
+from pathlib import Path
+from typing import Annotated, Optional
+
+import torch
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from engines import SrganError, find_model_files, load_model, model_dirs
+from engines.registry import BUNDLED_DIR, DEFAULT_MODEL_NAME
+
+from .options import JsonOption
+from .state import CliState
+
+_PACKAGES = ("srgan", "torch", "numpy", "pillow", "safetensors", "typer", "rich", "imagecodecs", "tifffile", "watchdog")
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _tensorrt_status() -> str:
+    if not torch.cuda.is_available():
+        reason = "no CUDA GPU visible" if torch.version.cuda else "this PyTorch is a CPU build"
+        return f"unavailable: {reason}"
+    try:
+        import torch_tensorrt  # noqa: F401  (optional extra)
+    except ImportError:
+        return "unavailable: torch-tensorrt is not installed (pip install 'srgan[tensorrt]')"
+    return f"available (torch-tensorrt {_version('torch-tensorrt')})"
+
+
+def _devices() -> list[dict[str, object]]:
+    devices: list[dict[str, object]] = [
+        {"name": "cpu", "description": platform.processor() or platform.machine(), "threads": torch.get_num_threads()}
+    ]
+    for index in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
+        properties = torch.cuda.get_device_properties(index)
+        devices.append(
+            {
+                "name": f"cuda:{index}",
+                "description": properties.name,
+                "memory_gib": round(properties.total_memory / 2**30, 1),
+                "compute_capability": f"{properties.major}.{properties.minor}",
+            }
+        )
+    return devices
+
+
+def collect_info() -> dict[str, object]:
+    """Everything `srgan info` reports, as plain data."""
+    default = BUNDLED_DIR / DEFAULT_MODEL_NAME
+    return {
+        "versions": {"python": platform.python_version(), **{name: _version(name) for name in _PACKAGES}},
+        "cuda": {"available": torch.cuda.is_available(), "torch_cuda": torch.version.cuda},
+        "tensorrt": _tensorrt_status(),
+        "devices": _devices(),
+        "default_model": str(default) if default.is_file() else "not installed",
+        "model_dirs": [str(folder) for folder in model_dirs()],
+    }
+
+
+def info(ctx: typer.Context, json_lines: JsonOption = False) -> None:
+    """Show versions, devices, CUDA and TensorRT availability, and where models are."""
+    ctx.ensure_object(CliState).json = json_lines
+    report = collect_info()
+    if json_lines:
+        typer.echo(json.dumps(report))
+        return
+    console = Console(highlight=False)
+    table = Table(show_header=False, box=None, pad_edge=False)
+    for name, version in report["versions"].items():
+        table.add_row(name, version)
+    console.print(table)
+    cuda = report["cuda"]
+    console.print(f"CUDA: {'available' if cuda['available'] else 'not available'} (torch built for CUDA {cuda['torch_cuda']})")
+    console.print(f"TensorRT: {escape(report['tensorrt'])}")
+    for device in report["devices"]:
+        details = ", ".join(f"{key} {value}" for key, value in device.items() if key != "name")
+        console.print(f"device {device['name']}: {escape(details)}")
+    console.print(f"default model: {escape(report['default_model'])}")
+    console.print(f"model folders: {escape(', '.join(report['model_dirs']))}")
+
+
+def models(
+    ctx: typer.Context,
+    paths: Annotated[Optional[list[Path]], typer.Argument(help="Model files to inspect; the known ones when omitted.")] = None,
+    json_lines: JsonOption = False,
+) -> None:
+    """List model files and their metadata."""
+    ctx.ensure_object(CliState).json = json_lines
+    candidates = list(paths) if paths else find_model_files()
+    described: list[dict[str, object]] = []
+    for path in candidates:
+        try:
+            described.append(load_model(path).info.describe())
+        except SrganError as error:
+            if paths:
+                raise
+            described.append({"path": str(path), "error": str(error)})
+    if json_lines:
+        for entry in described:
+            typer.echo(json.dumps(entry))
+        return
+    console = Console(highlight=False)
+    if not described:
+        console.print(f"no model files in {escape(', '.join(str(folder) for folder in model_dirs()))}")
+        return
+    table = Table("model", "scale", "blocks", "channels", "BN", "training")
+    for entry in described:
+        if "error" in entry:
+            table.add_row(escape(str(entry["path"])), "", "", "", "", f"[red]{escape(str(entry['error']))}[/]")
+            continue
+        training = ", ".join(f"{key}: {value}" for key, value in entry["training"].items())
+        table.add_row(
+            escape(str(entry["path"])),
+            f"{entry['scale']}×",
+            str(entry["blocks"]),
+            str(entry["channels"]),
+            "yes" if entry["batchnorm"] else "no",
+            escape(training) or "-",
+        )
+    console.print(table)

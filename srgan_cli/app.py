@@ -1,0 +1,77 @@
+"""The Typer app and the one place where errors become a message and an exit code."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from typer.core import TyperGroup
+
+from engines import SrganError
+
+from . import about, upscale
+from .state import CliState, UsageProblem
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class _ErrorEdge(TyperGroup):
+    """Turns the project's errors into one line on stderr and an exit code.
+
+    With --debug the exception propagates with its traceback instead.
+    """
+
+    def invoke(self, ctx: typer.Context):
+        try:
+            return super().invoke(ctx)
+        except SrganError as error:
+            state = ctx.find_object(CliState) or CliState()
+            if state.debug:
+                raise
+            _report(error, state)
+            raise typer.Exit(EXIT_USAGE if isinstance(error, UsageProblem) else EXIT_FAILURE) from None
+        except KeyboardInterrupt:
+            Console(stderr=True).print("[red]interrupted[/]; finished outputs are kept, none is left half-written")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def _report(error: SrganError, state: CliState) -> None:
+    if state.json:
+        sys.stdout.write(json.dumps({"event": "error", "message": str(error)}) + "\n")
+        sys.stdout.flush()
+    Console(stderr=True, highlight=False).print(f"[red]error:[/] {escape(str(error))}", soft_wrap=True)
+
+
+app = typer.Typer(
+    cls=_ErrorEdge,
+    name="srgan",
+    help="4× image super-resolution with SRGAN.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_show_locals=False,
+)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback of errors.")] = False,
+) -> None:
+    """4× image super-resolution with SRGAN."""
+    ctx.ensure_object(CliState).debug = debug
+
+
+app.command("upscale", no_args_is_help=True)(upscale.upscale)
+app.command("info")(about.info)
+app.command("models")(about.models)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

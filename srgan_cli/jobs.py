@@ -1,0 +1,130 @@
+"""Which files to upscale and where each result goes: pure path logic, no image work."""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from engines import FORMAT_EXTENSIONS
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"})
+DEFAULT_NAME = "{stem}_x{scale}"
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """A file to upscale; `root` is the folder argument it was found under, if any."""
+
+    path: Path
+    root: Path | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input and its planned output.
+
+    problem: why this input cannot be processed (then target may be None).
+    skip: the output exists and overwriting was not asked for.
+    """
+
+    source: Path
+    target: Path | None
+    problem: str | None = None
+    skip: bool = False
+
+
+def collect_inputs(arguments: Sequence[str], recursive: bool) -> tuple[list[InputFile], list[Job]]:
+    """Expand file, folder and glob arguments into input files.
+
+    Returns the files found and, as failed jobs, the arguments that named nothing usable.
+    """
+    found: list[InputFile] = []
+    problems: list[Job] = []
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir():
+            images = _images_in(path, recursive)
+            if not images:
+                hint = "" if recursive else " (add --recursive to look in subfolders)"
+                problems.append(Job(path, None, f"{path}: no images found in this folder{hint}"))
+            found += [InputFile(image, path) for image in images]
+        elif path.exists():
+            found.append(InputFile(path))
+        elif glob.has_magic(argument):
+            matches = sorted(Path(match) for match in glob.glob(argument, recursive=True))
+            files = [match for match in matches if match.is_file() and match.suffix.lower() in IMAGE_EXTENSIONS]
+            if not files:
+                problems.append(Job(path, None, f"{argument}: no image files match this pattern"))
+            found += [InputFile(match) for match in files]
+        else:
+            problems.append(Job(path, None, f"{path}: file not found; check the path"))
+    return _unique(found), problems
+
+
+def _images_in(folder: Path, recursive: bool) -> list[Path]:
+    candidates = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(
+        path
+        for path in candidates
+        if path.is_file()
+        and path.suffix.lower() in IMAGE_EXTENSIONS
+        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+    )
+
+
+def _unique(inputs: list[InputFile]) -> list[InputFile]:
+    seen: set[Path] = set()
+    unique = []
+    for item in inputs:
+        key = item.path.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(item)
+    return unique
+
+
+def output_is_file(output: Path | None, inputs: Sequence[InputFile], arguments_count: int) -> bool:
+    """True when `output` names one output file rather than a folder."""
+    if output is None or output.is_dir() or len(inputs) != 1 or arguments_count != 1:
+        return False
+    return inputs[0].root is None and output.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def plan_jobs(
+    inputs: Sequence[InputFile],
+    output: Path | None,
+    output_file: bool,
+    name_template: str,
+    scale: int,
+    image_format: str | None,
+    overwrite: bool,
+) -> list[Job]:
+    """Decide each input's output path and flag the ones that must not be written."""
+    sources = {item.path.resolve(): item.path for item in inputs}
+    claimed: dict[Path, Path] = {}
+    jobs = []
+    for item in inputs:
+        target = output if output_file and output is not None else _target(item, output, name_template, scale, image_format)
+        key = target.resolve()
+        if key in sources:
+            problem = f"{target}: the output would overwrite an input; choose another -o folder or --name"
+            jobs.append(Job(item.path, target, problem))
+        elif key in claimed:
+            problem = f"{target}: already the output of {claimed[key]}; use a --name that keeps them apart"
+            jobs.append(Job(item.path, target, problem))
+        else:
+            claimed[key] = item.path
+            jobs.append(Job(item.path, target, skip=target.exists() and not overwrite))
+    return jobs
+
+
+def _target(item: InputFile, output: Path | None, name_template: str, scale: int, image_format: str | None) -> Path:
+    extension = FORMAT_EXTENSIONS[image_format] if image_format else item.path.suffix
+    name = name_template.format(stem=item.path.stem, scale=scale) + extension
+    if output is None:
+        return item.path.parent / name
+    if item.root is not None:
+        return output / item.path.parent.relative_to(item.root) / name
+    return output / name

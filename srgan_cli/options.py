@@ -1,0 +1,41 @@
+"""Options shared by several commands, declared once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from engines import DEFAULT_MAX_PIXELS, Precision, TileSettings
+
+_DEFAULTS = TileSettings()
+
+ModelOption = Annotated[
+    Optional[Path],
+    typer.Option("--model", "-m", help="Model file (.safetensors or .pth); the bundled 4× model when omitted.",
+                 show_default=False),
+]
+TileOption = Annotated[
+    Optional[int],
+    typer.Option("--tile", min=16, show_default="160 on CPU, 512 on CUDA",
+                 help="Tile size in input pixels: larger is faster but needs more memory."),
+]
+OverlapOption = Annotated[
+    int, typer.Option("--overlap", min=0, help="Pixels of context read around each tile; hides seams.")
+]
+BatchOption = Annotated[int, typer.Option("--batch", min=1, help="Tiles run through the network at once.")]
+DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+PrecisionOption = Annotated[
+    Precision, typer.Option("--precision", help="auto is fp16 on CUDA and fp32 on the CPU.", case_sensitive=False)
+]
+MaxPixelsOption = Annotated[
+    int,
+    typer.Option("--max-pixels", min=0, help="Refuse inputs with more pixels than this (decompression bomb guard); 0: no limit."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object per line on stdout, for programs.")]
+
+DEFAULT_TILE = _DEFAULTS.tile_size
+DEFAULT_OVERLAP = _DEFAULTS.overlap
+DEFAULT_BATCH = _DEFAULTS.batch_size
+DEFAULT_MAX = DEFAULT_MAX_PIXELS

@@ -1,0 +1,151 @@
+"""`srgan upscale`: files, folders and globs through the shared core."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from engines import (
+    LoadedModel,
+    Precision,
+    SrganError,
+    TileSettings,
+    Upscaler,
+    create_upscaler,
+    default_model_path,
+    format_for,
+    load_model,
+    read_image,
+    write_image,
+)
+
+from .jobs import DEFAULT_NAME, Job, collect_inputs, output_is_file, plan_jobs
+from .options import (
+    DEFAULT_BATCH,
+    DEFAULT_MAX,
+    DEFAULT_OVERLAP,
+    DEFAULT_TILE,
+    BatchOption,
+    DeviceOption,
+    JsonOption,
+    MaxPixelsOption,
+    ModelOption,
+    OverlapOption,
+    PrecisionOption,
+    TileOption,
+)
+from .reporting import JsonReporter, Reporter, RichReporter, Tally
+from .state import CliState, UsageProblem
+
+
+def load_model_option(model: Path | None) -> LoadedModel:
+    """The model named by --model, or the bundled default."""
+    return load_model(model if model is not None else default_model_path())
+
+
+def upscale(
+    ctx: typer.Context,
+    inputs: Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns.", show_default=False)],
+    output: Annotated[
+        Optional[Path],
+        typer.Option("--output", "-o", help="Output file (one input) or folder; next to each input when omitted."),
+    ] = None,
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Look in subfolders; mirror them in the output.")] = False,
+    name: Annotated[str, typer.Option("--name", help="Output name template: {stem} and {scale}.")] = DEFAULT_NAME,
+    image_format: Annotated[
+        Optional[str], typer.Option("--format", "-f", help="png, jpeg, webp, tiff or bmp; else the input's or -o's.")
+    ] = None,
+    quality: Annotated[int, typer.Option("--quality", "-q", min=1, max=100, help="JPEG/WebP quality; 100 is lossless WebP.")] = 95,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace outputs that exist.")] = False,
+    model: ModelOption = None,
+    tile: TileOption = DEFAULT_TILE,
+    overlap: OverlapOption = DEFAULT_OVERLAP,
+    batch: BatchOption = DEFAULT_BATCH,
+    device: DeviceOption = "auto",
+    precision: PrecisionOption = Precision.AUTO,
+    max_pixels: MaxPixelsOption = DEFAULT_MAX,
+    json_lines: JsonOption = False,
+) -> None:
+    """Upscale images with the SRGAN model."""
+    state: CliState = ctx.ensure_object(CliState)
+    state.json = json_lines
+    if "{stem}" not in name:
+        raise UsageProblem(f"--name '{name}' has no {{stem}}, so every output would get the same name")
+    try:
+        settings = TileSettings(tile_size=tile, overlap=overlap, batch_size=batch)
+    except ValueError as error:
+        raise UsageProblem(f"--tile {tile} --overlap {overlap}: {error}") from None
+    format_key = format_for(Path("."), image_format) if image_format else None
+    loaded = load_model_option(model)
+    upscaler = create_upscaler(loaded, device, precision, settings)
+    files, problems = collect_inputs(inputs, recursive)
+    to_file = output_is_file(output, files, len(inputs))
+    if to_file and format_key is None:
+        format_key = format_for(output)
+    jobs = problems + plan_jobs(files, output, to_file, name, loaded.scale, format_key, overwrite)
+    reporter: Reporter = JsonReporter() if json_lines else RichReporter()
+    tally = run_jobs(jobs, upscaler, reporter, format_key, quality, max_pixels, model_label=str(loaded.info.path))
+    if tally.failed:
+        raise typer.Exit(1)
+
+
+def run_jobs(
+    jobs: list[Job],
+    upscaler: Upscaler,
+    reporter: Reporter,
+    format_key: str | None,
+    quality: int,
+    max_pixels: int,
+    model_label: str,
+) -> Tally:
+    """Process every job, reporting as it goes; a failed job never stops the others."""
+    tally = Tally()
+    started = time.perf_counter()
+    reporter.start(len(jobs), model_label, upscaler.backend.name)
+    try:
+        for job in jobs:
+            _run_job(job, upscaler, reporter, tally, format_key, quality, max_pixels)
+    finally:
+        reporter.close()
+    reporter.summary(tally, time.perf_counter() - started)
+    return tally
+
+
+def _run_job(
+    job: Job,
+    upscaler: Upscaler,
+    reporter: Reporter,
+    tally: Tally,
+    format_key: str | None,
+    quality: int,
+    max_pixels: int,
+) -> None:
+    began = time.perf_counter()
+    reporter.begin(job.source)
+    if job.problem is not None or job.target is None:
+        problem = job.problem or f"{job.source}: no output planned"
+        tally.failed += 1
+        tally.failures.append(problem)
+        reporter.finish(job.source, job.target, "failed", problem, 0.0)
+        return
+    if job.skip:
+        tally.skipped += 1
+        reporter.finish(job.source, job.target, "skipped", f"{job.target} exists", 0.0)
+        return
+    try:
+        picture = read_image(job.source, max_pixels)
+        pixels = upscaler.upscale(picture.pixels, progress=lambda done, total: reporter.tiles(job.source, done, total))
+        write_image(replace(picture, pixels=pixels), job.target, format_key, quality)
+    except SrganError as error:
+        tally.failed += 1
+        tally.failures.append(str(error))
+        reporter.finish(job.source, job.target, "failed", str(error), time.perf_counter() - began)
+        return
+    tally.done += 1
+    reporter.finish(job.source, job.target, "done", "", time.perf_counter() - began)
+
+
