@@ -86,6 +86,7 @@ class SRGANGenerator(nn.Module):
         self.tail = nn.Conv2d(width, 3, 9, padding=4)
         for stage in self.upsample:
             icnr_(stage[0].weight, upscale=2)
+            nn.init.zeros_(stage[0].bias)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         features = self.head(image)
@@ -99,7 +100,8 @@ def icnr_(weight: torch.Tensor, upscale: int) -> torch.Tensor:
 
     Every group of upscale² output channels that PixelShuffle spreads over one output block
     gets the same kernel, so a freshly initialised stage behaves like nearest-neighbour
-    upsampling of a normal convolution and shows no checkerboard.
+    upsampling of a normal convolution and shows no checkerboard (give the bias equal values
+    per group too, e.g. zeros).
     """
     out_channels = weight.shape[0]
     groups = upscale * upscale

@@ -95,6 +95,8 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
         raise ImageReadError(f"{path}: file not found; check the path")
     if path.is_dir():
         raise ImageReadError(f"{path}: is a folder; pass image files, or the folder with --recursive")
+    if path.stat().st_size == 0:
+        raise ImageReadError(f"{path}: file is empty (0 bytes); re-export or re-download it")
     try:
         with Image.open(path) as image:
             _check_size(path, image.size, max_pixels)
@@ -108,6 +110,8 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
                     exif.pop(tag, None)
             dpi = _dpi(image.info.get("dpi"))
     except UnidentifiedImageError:
+        if _is_tiff(path):
+            return _read_tiff_without_pillow(path, max_pixels)
         raise ImageReadError(
             f"{path}: not an image file that can be read; use PNG, JPEG, WebP, TIFF or BMP"
         ) from None
@@ -122,6 +126,28 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
     if orientation != 1:
         exif[_ORIENTATION_TAG] = 1
     return Picture(pixels=pixels, icc_profile=icc_profile, exif=exif.tobytes() if len(exif) else None, dpi=dpi)
+
+
+def _is_tiff(path: Path) -> bool:
+    with path.open("rb") as stream:
+        return stream.read(4) in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
+
+
+def _read_tiff_without_pillow(path: Path, max_pixels: int) -> Picture:
+    """TIFFs Pillow cannot open (16-bit gray with alpha, for one), read with tifffile alone."""
+    try:
+        with tifffile.TiffFile(path) as tiff:
+            page = tiff.pages[0]
+            _check_size(path, (page.imagewidth, page.imagelength), max_pixels)
+            pixels = page.asarray()
+            icc_tag = page.tags.get(34675)
+            icc_profile = bytes(icc_tag.value) if icc_tag is not None else None
+    except (tifffile.TiffFileError, ValueError, OSError) as error:
+        raise ImageReadError(f"{path}: truncated or corrupt TIFF ({_first_line(error)}); re-export it") from None
+    if pixels.dtype not in (np.uint8, np.uint16) or pixels.ndim not in (2, 3) or _channels_last(pixels).shape[2] > 4:
+        raise ImageReadError(f"{path}: TIFF with {pixels.dtype} samples of shape {pixels.shape} is not supported;"
+                             " save it as 8- or 16-bit gray or RGB, with or without alpha")
+    return Picture(pixels=_channels_last(pixels), icc_profile=icc_profile)
 
 
 def _check_size(path: Path, size: tuple[int, int], max_pixels: int) -> None:
@@ -256,7 +282,7 @@ def _encode(picture: Picture, path: Path, key: str, quality: int) -> None:
     if key == "jpeg":
         options.update(quality=quality, subsampling=0 if quality >= 90 else 2, optimize=True)
     elif key == "webp":
-        options.update(quality=quality, lossless=quality >= 100, method=4)
+        options.update(quality=quality, lossless=quality >= 100, method=4, exact=True)
     elif key == "tiff":
         options["compression"] = "tiff_adobe_deflate"
     elif key == "png":

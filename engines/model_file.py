@@ -206,8 +206,13 @@ def _read_pytorch(path: Path) -> dict[str, torch.Tensor]:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
+        if "global" in str(error).lower():
+            raise ModelFileError(
+                f"{path}: refused to load: it holds Python objects other than tensors, whose loading could run code;"
+                " expected a plain state dict (export one with torch.save(model.state_dict(), path))"
+            ) from error
         raise ModelFileError(
-            f"{path}: refused to load: it holds objects other than tensors ({_first_line(error)}); expected a plain state dict"
+            f"{path}: not a loadable PyTorch weights file (truncated or corrupt); expected a plain state dict"
         ) from error
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:
         raise ModelFileError(

@@ -5,8 +5,10 @@ exactly once. Each core is read with `overlap` pixels of real image context on b
 (fewer at the image border, where the network's own zero padding matches whole-image
 inference), inside a *window* of one fixed length, so that every tile of an image has the same
 shape and tiles batch together. A core that follows another also rewrites a *blend* band of up
-to overlap // 2 pixels in front of it, fading in over what the previous tile wrote, which hides
-the small differences that remain at seams.
+to overlap // 4 pixels in front of it, fading in over what the previous tile wrote, which hides
+the small differences that remain at seams. Inside that band the new tile still has at least
+overlap - blend pixels of context, so when that covers the network's receptive field the
+tiled result equals whole-image inference up to rounding.
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ def plan_axis(length: int, window: int, overlap: int, shrink: bool = True) -> li
         window_start = min(max(core_start - overlap, 0), length - window)
         blend = 0
         if index > 0:
-            blend = min(overlap // 2, core_start - window_start, core_start - bounds[index - 1])
+            blend = min(overlap // 4, core_start - window_start, core_start - bounds[index - 1])
         spans.append(Span(window_start, window_start + window, core_start, core_end, blend))
     return spans
 

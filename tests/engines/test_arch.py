@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from engines import GeneratorConfig, SRGANGenerator, fold_batchnorm, icnr_
+from tests.helpers import tiny_generator
+
+
+@pytest.mark.parametrize("scale", [2, 4, 8])
+@pytest.mark.parametrize("batchnorm", [True, False])
+def test_output_shape_follows_the_scale(scale, batchnorm):
+    generator = SRGANGenerator(GeneratorConfig(scale=scale, blocks=2, channels=8, batchnorm=batchnorm)).eval()
+    with torch.no_grad():
+        result = generator(torch.rand(2, 3, 5, 7))
+    assert result.shape == (2, 3, 5 * scale, 7 * scale)
+
+
+def test_paper_generator_layout():
+    generator = SRGANGenerator()
+    assert generator.config == GeneratorConfig(scale=4, blocks=16, channels=64, batchnorm=True)
+    assert generator.head[0].kernel_size == (9, 9) and generator.tail.kernel_size == (9, 9)
+    assert len(generator.body) == 16 and len(generator.upsample) == 2
+    assert isinstance(generator.body[0].bn1, torch.nn.BatchNorm2d)
+    assert isinstance(generator.body_tail[1], torch.nn.BatchNorm2d)
+    parameters = sum(p.numel() for p in generator.parameters())
+    assert 1_500_000 < parameters < 1_600_000  # SRResNet's 1.5 M
+
+
+def test_bn_free_variant_has_no_batchnorm():
+    generator = SRGANGenerator(GeneratorConfig(batchnorm=False, blocks=2, channels=8))
+    assert not any(isinstance(module, torch.nn.BatchNorm2d) for module in generator.modules())
+
+
+@pytest.mark.parametrize("config", [GeneratorConfig(scale=4, blocks=3, channels=16), GeneratorConfig(scale=2, blocks=1, channels=4)])
+def test_folding_batchnorm_keeps_the_function(config):
+    generator = tiny_generator(config)
+    folded = fold_batchnorm(generator)
+    assert not any(isinstance(module, torch.nn.BatchNorm2d) for module in folded.modules())
+    image = torch.rand(2, 3, 12, 10)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(image), generator(image), atol=1e-5, rtol=1e-4)
+    assert generator.config.batchnorm, "the original is left as it was"
+
+
+def test_icnr_makes_a_fresh_subpixel_stage_nearest_neighbour_like():
+    stage = SRGANGenerator(GeneratorConfig(blocks=1, channels=8)).upsample[0]
+    with torch.no_grad():
+        result = stage(torch.rand(1, 8, 6, 6))
+    blocks = result.unfold(2, 2, 2).unfold(3, 2, 2)  # 1×C×6×6×2×2: each 2×2 output block
+    torch.testing.assert_close(blocks, blocks[..., :1, :1].expand_as(blocks))
+
+
+def test_icnr_refuses_channel_counts_that_do_not_group():
+    with pytest.raises(ValueError):
+        icnr_(torch.empty(6, 3, 3, 3), upscale=2)
+
+
+@pytest.mark.parametrize("bad", [dict(scale=3), dict(blocks=0), dict(channels=0)])
+def test_invalid_configs_are_refused(bad):
+    with pytest.raises(ValueError):
+        GeneratorConfig(**bad)

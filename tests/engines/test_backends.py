@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from engines import BackendError, Precision, TorchBackend, fold_batchnorm, resolve_device, resolve_precision
+from tests.helpers import tiny_generator
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize("spec", ["auto", "cpu", " CPU "])
+def test_cpu_and_auto_resolve_here(spec):
+    expected = "cuda" if spec == "auto" and torch.cuda.is_available() else "cpu"
+    assert resolve_device(spec).type == expected
+
+
+@pytest.mark.parametrize("spec, message", [("tpu", "not supported|unknown device"), ("gpu!", "unknown device")])
+def test_unknown_devices_are_refused(spec, message):
+    with pytest.raises(BackendError, match=message):
+        resolve_device(spec)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cuda_without_a_gpu_says_what_to_do():
+    with pytest.raises(BackendError, match="--device cpu"):
+        resolve_device("cuda:0")
+
+
+def test_precision_defaults_and_refusals():
+    assert resolve_precision(Precision.AUTO, CPU) is Precision.FP32
+    assert resolve_precision(Precision.AUTO, torch.device("cuda")) is Precision.FP16
+    with pytest.raises(BackendError, match="fp16 is not supported on the CPU"):
+        resolve_precision(Precision.FP16, CPU)
+
+
+def test_bf16_on_cpu_stays_close_to_fp32():
+    network = fold_batchnorm(tiny_generator())
+    batch = torch.rand(2, 3, 16, 16)
+    fp32 = TorchBackend(fold_batchnorm(tiny_generator()), 4, CPU, Precision.FP32).infer(batch)
+    bf16 = TorchBackend(network, 4, CPU, Precision.BF16).infer(batch)
+    assert bf16.shape == fp32.shape == (2, 3, 64, 64)
+    assert (bf16.float() - fp32).abs().max() < 0.05
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_backend_runs_channels_last_half():
+    backend = TorchBackend(fold_batchnorm(tiny_generator()), 4, torch.device("cuda"))
+    result = backend.infer(torch.rand(2, 3, 16, 16, device="cuda"))
+    assert result.dtype == torch.float16 and result.is_contiguous(memory_format=torch.channels_last)

@@ -1,0 +1,27 @@
+"""Dependencies point inward: the core imports no front end."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FRONT_ENDS = {"srgan_cli", "train", "gimp_plugin"}
+
+
+def imported_packages(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "engines").rglob("*.py")), ids=lambda path: path.name)
+def test_engines_import_no_front_end(path):
+    assert not imported_packages(path) & FRONT_ENDS
