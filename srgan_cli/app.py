@@ -13,7 +13,7 @@ from typer.core import TyperGroup
 
 from engines import SrganError
 
-from . import about, upscale
+from . import about, train_cmd, upscale
 from .state import CliState, UsageProblem
 
 EXIT_FAILURE = 1
@@ -70,6 +70,7 @@ def root(
 app.command("upscale", no_args_is_help=True)(upscale.upscale)
 app.command("info")(about.info)
 app.command("models")(about.models)
+app.command("train", no_args_is_help=True)(train_cmd.train)
 
 
 def main() -> None:

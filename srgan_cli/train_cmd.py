@@ -1,0 +1,69 @@
+"""`srgan train`: settings from a TOML file and flags, progress with Rich."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from train import load_settings
+from train.run import TrainingEvents, run_training
+from train.trainer import Validation
+
+from .state import CliState
+
+
+def train(
+    ctx: typer.Context,
+    data_dir: Annotated[Path, typer.Argument(help="Folder of training photos (searched recursively).", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", help="Run folder: settings, checkpoints, metrics, validation grids, model.")],
+    config: Annotated[Optional[Path], typer.Option("--config", help="TOML file of settings; flags override it.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint.")] = False,
+    steps: Annotated[Optional[int], typer.Option("--steps", help="Optimizer steps in all.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Crops per step.")] = None,
+    learning_rate: Annotated[Optional[float], typer.Option("--learning-rate", help="Adam learning rate.")] = None,
+    blocks: Annotated[Optional[int], typer.Option("--blocks", help="Residual blocks.")] = None,
+    channels: Annotated[Optional[int], typer.Option("--channels", help="Feature channels.")] = None,
+    hr_crop: Annotated[Optional[int], typer.Option("--hr-crop", help="High-resolution crop side.")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = None,
+    precision: Annotated[Optional[str], typer.Option("--precision", help="auto, fp32 or bf16.")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for weights, crops and the split.")] = None,
+    validate_every: Annotated[Optional[int], typer.Option("--validate-every", help="Steps between validations.")] = None,
+    checkpoint_every: Annotated[Optional[int], typer.Option("--checkpoint-every", help="Steps between checkpoints.")] = None,
+    holdout: Annotated[Optional[int], typer.Option("--holdout", help="Photos held out for validation.")] = None,
+) -> None:
+    """Train a 4× SRGAN generator (the SRResNet pretraining stage) on a folder of photos."""
+    ctx.ensure_object(CliState)
+    overrides = dict(steps=steps, batch_size=batch_size, learning_rate=learning_rate, blocks=blocks, channels=channels,
+                     hr_crop=hr_crop, device=device, precision=precision, seed=seed, validate_every=validate_every,
+                     checkpoint_every=checkpoint_every, holdout=holdout)
+    settings = load_settings(config, overrides)
+    console = Console(highlight=False)
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
+                        TimeElapsedColumn(), TimeRemainingColumn(), console=console)
+    task = progress.add_task("training", total=settings.steps, status="")
+    clock = {"start": time.perf_counter(), "first": 0}
+
+    def started(first: int, last: int, photos: int) -> None:
+        clock["first"] = first
+        console.print(f"training {photos} photos, steps {first}→{last}, run folder {escape(str(out))}")
+        progress.update(task, completed=first)
+
+    def stepped(step: int, loss: float) -> None:
+        rate = (step - clock["first"]) / max(time.perf_counter() - clock["start"], 1e-9)
+        progress.update(task, completed=step, status=f"loss {loss:.5f} · {rate:.2f} it/s")
+
+    def validated(result: Validation) -> None:
+        console.print(f"step {result.step}: PSNR-Y {result.psnr:.2f} dB (bicubic {result.bicubic_psnr:.2f}), "
+                      f"SSIM-Y {result.ssim:.4f} (bicubic {result.bicubic_ssim:.4f})")
+
+    events = TrainingEvents(started=started, stepped=stepped, validated=validated,
+                            warned=lambda message: console.print(f"[yellow]warning:[/] {escape(message)}"))
+    with progress:
+        result = run_training(settings, data_dir, out, resume, events)
+    console.print(f"model written to {escape(str(result.model))} after {result.steps} steps")
