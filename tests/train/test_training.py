@@ -1,0 +1,154 @@
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from engines import create_upscaler, load_model
+from srgan_cli.app import app
+from train import TrainSettings, load_settings
+from train.data import CropSampler, bicubic_downscale, find_images, split_photos
+from train.metrics import psnr_y, ssim_y
+from train.run import TrainingEvents, run_training
+from train.settings import SettingsError
+from train.trainer import CHECKPOINT_NAME
+
+TINY = TrainSettings(blocks=1, channels=8, hr_crop=16, batch_size=4, steps=6, holdout=2, validation_crop=32,
+                     checkpoint_every=3, validate_every=3, max_side=0, ema_decay=0.9, seed=1)
+
+
+def smooth_photo(seed: int, size: int = 64) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    small = Image.fromarray((rng.random((8, 8, 3)) * 255).astype(np.uint8))
+    return np.asarray(small.resize((size, size), Image.Resampling.BICUBIC))
+
+
+@pytest.fixture
+def photos(tmp_path) -> Path:
+    folder = tmp_path / "photos"
+    (folder / "nested").mkdir(parents=True)
+    for index in range(6):
+        target = folder / ("nested" if index % 2 else "") / f"p{index}.{'png' if index % 3 else 'jpg'}"
+        Image.fromarray(smooth_photo(index)).save(target)
+    return folder
+
+
+def test_loss_decreases(photos, tmp_path):
+    losses: list[float] = []
+    settings = dataclasses.replace(TINY, steps=60, learning_rate=1e-3, validate_every=1000, checkpoint_every=1000)
+    run_training(settings, photos, tmp_path / "run", events=TrainingEvents(stepped=lambda step, loss: losses.append(loss)))
+    assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10])
+
+
+def test_resume_continues_exactly_like_an_uninterrupted_run(photos, tmp_path):
+    whole = run_training(TINY, photos, tmp_path / "whole")
+    half = dataclasses.replace(TINY, steps=3)
+    run_training(half, photos, tmp_path / "split")
+    resumed = run_training(TINY, photos, tmp_path / "split", resume=True)
+    assert resumed.steps == whole.steps == 6
+    first, second = load_model(whole.model), load_model(resumed.model)
+    image = torch.rand(1, 3, 12, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(first.network(image), second.network(image), rtol=0, atol=1e-6)
+    assert (tmp_path / "split" / CHECKPOINT_NAME).exists()
+
+
+def test_interrupt_writes_a_checkpoint(photos, tmp_path):
+    def interrupt(step: int, loss: float) -> None:
+        if step == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_training(TINY, photos, tmp_path / "run", events=TrainingEvents(stepped=interrupt))
+    state = torch.load(tmp_path / "run" / CHECKPOINT_NAME, weights_only=True)
+    assert state["step"] == 2
+
+
+def test_exported_model_runs_in_the_upscaler_with_metadata(photos, tmp_path):
+    result = run_training(TINY, photos, tmp_path / "run")
+    loaded = load_model(result.model)
+    assert loaded.info.training["steps"] == "6" and "val_psnr_y" in loaded.info.training
+    upscaled = create_upscaler(loaded, "cpu").upscale(smooth_photo(9, 20))
+    assert upscaled.shape == (80, 80, 3)
+    assert list((tmp_path / "run" / "validation").glob("*.png"))
+
+
+def test_a_run_folder_is_not_reused_without_resume(photos, tmp_path):
+    run_training(dataclasses.replace(TINY, steps=1), photos, tmp_path / "run")
+    with pytest.raises(SettingsError, match="--resume"):
+        run_training(TINY, photos, tmp_path / "run")
+    with pytest.raises(SettingsError, match="channels"):
+        run_training(dataclasses.replace(TINY, channels=4), photos, tmp_path / "run", resume=True)
+
+
+def test_unreadable_photos_are_skipped_with_a_warning(photos, tmp_path):
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+    Image.fromarray(smooth_photo(3, 8)).save(photos / "tiny.png")
+    warnings: list[str] = []
+    sampler = CropSampler(find_images(photos), 16, 0, warnings.append)
+    assert len(sampler.images) == 6
+    assert any("broken.jpg" in warning for warning in warnings) and any("tiny.png" in warning for warning in warnings)
+    batch = sampler.sample(5, np.random.default_rng(0))
+    assert batch.shape == (5, 3, 16, 16) and 0 <= batch.min() and batch.max() <= 1
+
+
+def test_split_is_reproducible_and_disjoint(photos):
+    images = find_images(photos)
+    first, second = split_photos(images, 2, seed=3), split_photos(images, 2, seed=3)
+    assert first == second and len(first.validation) == 2
+    assert not set(first.training) & set(first.validation)
+
+
+def test_downscale_matches_the_evaluation_degradation():
+    hr = torch.rand(2, 3, 32, 32)
+    lr = bicubic_downscale(hr, 4)
+    assert lr.shape == (2, 3, 8, 8) and 0 <= lr.min() and lr.max() <= 1
+    flat = torch.full((1, 3, 16, 16), 0.25)
+    torch.testing.assert_close(bicubic_downscale(flat, 4), torch.full((1, 3, 4, 4), 0.25))
+
+
+def test_metrics_on_known_images():
+    image = (np.random.default_rng(0).random((40, 40, 3)) * 255).astype(np.uint8)
+    assert psnr_y(image, image, 4) == float("inf")
+    assert ssim_y(image, image, 4) == pytest.approx(1.0)
+    brighter = np.clip(image.astype(int) + 4, 0, 255).astype(np.uint8)
+    assert 30 < psnr_y(brighter, image, 4) < 40
+    noisy = np.clip(image + np.random.default_rng(1).normal(0, 40, image.shape), 0, 255).astype(np.uint8)
+    assert ssim_y(noisy, image, 4) < 0.9
+
+
+def test_settings_are_strict(tmp_path):
+    config = tmp_path / "settings.toml"
+    config.write_text("steps = 10\nlearning_rate = 1\n")
+    settings = load_settings(config, {"batch_size": 2, "seed": None})
+    assert settings.steps == 10 and settings.learning_rate == 1.0 and settings.batch_size == 2
+    config.write_text("stepz = 10\n")
+    with pytest.raises(SettingsError, match="unknown setting"):
+        load_settings(config)
+    config.write_text('steps = "many"\n')
+    with pytest.raises(SettingsError, match="steps must be int"):
+        load_settings(config)
+    with pytest.raises(SettingsError, match="hr_crop"):
+        load_settings(None, {"hr_crop": 30})
+    assert set(TrainSettings.describe()) == {field.name for field in dataclasses.fields(TrainSettings)}
+    round_trip = tmp_path / "saved.toml"
+    round_trip.write_text(TINY.to_toml())
+    assert load_settings(round_trip) == TINY
+
+
+def test_train_command(photos, tmp_path):
+    run = tmp_path / "run"
+    arguments = ["train", str(photos), "--out", str(run), "--steps", "2", "--blocks", "1", "--channels", "8",
+                 "--holdout", "2", "--batch-size", "2"]
+    config = tmp_path / "tiny.toml"
+    config.write_text("hr_crop = 16\nvalidation_crop = 32\nmax_side = 0\n")
+    result = CliRunner().invoke(app, [*arguments, "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert (run / "generator.safetensors").is_file() and (run / "settings.toml").is_file()
+    again = CliRunner().invoke(app, [*arguments, "--config", str(config)])
+    assert again.exit_code == 1 and "--resume" in again.stderr
