@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from typing import Annotated
 
@@ -73,6 +74,15 @@ app.command("models")(about.models)
 app.command("train", no_args_is_help=True)(train_cmd.train)
 
 
+def _interrupt_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point.
+
+    SIGTERM (what supervisors and the GIMP plug-in send to cancel) is handled like Ctrl-C, so
+    temporary files are removed and training writes its checkpoint before the process ends.
+    """
+    signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     app()
