@@ -17,7 +17,7 @@ from .errors import (
 )
 from .factory import create_upscaler
 from .imageio import DEFAULT_MAX_PIXELS, FORMAT_EXTENSIONS, Picture, format_for, read_image, write_image
-from .model_file import LoadedModel, ModelInfo, load_model, save_model
+from .model_file import LoadedModel, ModelInfo, load_generator, load_model, save_model
 from .registry import default_model_path, find_model_files, model_dirs
 from .tiling import Span, Tile, plan_tiles
 from .upscaler import ProgressCallback, TileSettings, Upscaler
@@ -52,6 +52,7 @@ __all__ = [
     "fold_batchnorm",
     "format_for",
     "icnr_",
+    "load_generator",
     "load_model",
     "model_dirs",
     "plan_tiles",

@@ -140,8 +140,8 @@ def save_model(
         raise ModelFileError(f"{path}: cannot write the model file ({error.strerror}); choose a writable folder") from error
 
 
-def load_model(path: Path) -> LoadedModel:
-    """Read a model file (.safetensors, or a PyTorch state dict: .pth .pt .ckpt .bin).
+def load_generator(path: Path) -> tuple[SRGANGenerator, ModelInfo]:
+    """The generator in its training form (BatchNorm not folded), with the file's metadata.
 
     Raises ModelFileError, naming the file and what was expected, when the file is missing,
     truncated, not a model file, of another architecture, or inconsistent with its metadata.
@@ -149,7 +149,6 @@ def load_model(path: Path) -> LoadedModel:
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: model file not found; check the path given to --model")
-    digest = _sha256(path)
     if path.suffix.lower() in SAFETENSORS_SUFFIXES:
         tensors, metadata = _read_safetensors(path)
         file_format = "safetensors"
@@ -169,9 +168,18 @@ def load_model(path: Path) -> LoadedModel:
         input_range=_range(path, metadata, "input_range"),
         output_range=_range(path, metadata, "output_range"),
         training=_training(metadata),
-        sha256=digest,
+        sha256=_sha256(path),
         file_format=file_format,
     )
+    return generator, info
+
+
+def load_model(path: Path) -> LoadedModel:
+    """Read a model file (.safetensors, or a PyTorch state dict: .pth .pt .ckpt .bin) for inference.
+
+    Raises ModelFileError as `load_generator` does.
+    """
+    generator, info = load_generator(path)
     network: nn.Module = fold_batchnorm(generator.eval())
     if info.input_range != (0.0, 1.0) or info.output_range != (0.0, 1.0):
         network = RangeAdapter(network, info.input_range, info.output_range).eval()

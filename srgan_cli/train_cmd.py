@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from train import load_settings
-from train.run import TrainingEvents, run_training
+from train.run import TrainingEvents, run_training, start_distributed, stop_distributed
 from train.trainer import Validation
 
 from .state import CliState
@@ -36,12 +36,21 @@ def train(
     validate_every: Annotated[Optional[int], typer.Option("--validate-every", help="Steps between validations.")] = None,
     checkpoint_every: Annotated[Optional[int], typer.Option("--checkpoint-every", help="Steps between checkpoints.")] = None,
     holdout: Annotated[Optional[int], typer.Option("--holdout", help="Photos held out for validation.")] = None,
+    stage: Annotated[Optional[str], typer.Option("--stage", help="pretrain or gan.")] = None,
+    init_generator: Annotated[Optional[Path], typer.Option("--init-generator", help="Model file to start from.")] = None,
+    vgg_weights: Annotated[Optional[Path], typer.Option("--vgg-weights", help="torchvision VGG19 weights file.")] = None,
+    adversarial: Annotated[Optional[str], typer.Option("--adversarial", help="bce, ragan or wgan-gp.")] = None,
 ) -> None:
-    """Train a 4× SRGAN generator (the SRResNet pretraining stage) on a folder of photos."""
+    """Train a 4× SRGAN generator on a folder of photos: SRResNet pretraining, then the GAN stage.
+
+    Under torchrun every process trains (DDP) and rank 0 reports: torchrun --nproc-per-node N -m srgan_cli train ...
+    """
     ctx.ensure_object(CliState)
     overrides = dict(steps=steps, batch_size=batch_size, learning_rate=learning_rate, blocks=blocks, channels=channels,
                      hr_crop=hr_crop, device=device, precision=precision, seed=seed, validate_every=validate_every,
-                     checkpoint_every=checkpoint_every, holdout=holdout)
+                     checkpoint_every=checkpoint_every, holdout=holdout, stage=stage,
+                     init_generator=str(init_generator) if init_generator else None,
+                     vgg_weights=str(vgg_weights) if vgg_weights else None, adversarial=adversarial)
     settings = load_settings(config, overrides)
     console = Console(highlight=False)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
@@ -54,9 +63,10 @@ def train(
         console.print(f"training {photos} photos, steps {first}→{last}, run folder {escape(str(out))}")
         progress.update(task, completed=first)
 
-    def stepped(step: int, loss: float) -> None:
+    def stepped(step: int, losses: dict[str, float]) -> None:
         rate = (step - clock["first"]) / max(time.perf_counter() - clock["start"], 1e-9)
-        progress.update(task, completed=step, status=f"loss {loss:.5f} · {rate:.2f} it/s")
+        parts = " ".join(f"{name} {value:.4g}" for name, value in losses.items() if name != "total")
+        progress.update(task, completed=step, status=f"loss {losses['total']:.5f} ({parts}) · {rate:.2f} it/s")
 
     def validated(result: Validation) -> None:
         console.print(f"step {result.step}: PSNR-Y {result.psnr:.2f} dB (bicubic {result.bicubic_psnr:.2f}), "
@@ -64,6 +74,15 @@ def train(
 
     events = TrainingEvents(started=started, stepped=stepped, validated=validated,
                             warned=lambda message: console.print(f"[yellow]warning:[/] {escape(message)}"))
-    with progress:
-        result = run_training(settings, data_dir, out, resume, events)
+    if not start_distributed(settings.device):
+        try:
+            run_training(settings, data_dir, out, resume)
+        finally:
+            stop_distributed()
+        return
+    try:
+        with progress:
+            result = run_training(settings, data_dir, out, resume, events)
+    finally:
+        stop_distributed()
     console.print(f"model written to {escape(str(result.model))} after {result.steps} steps")

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable
+
+import torch
+import torch.distributed as dist
 
 from engines.atomic import atomic_path
 
@@ -27,7 +31,7 @@ class TrainingEvents:
     """Callbacks a front end supplies; each defaults to doing nothing."""
 
     started: Callable[[int, int, int], None] = _ignore  # first step, last step, training photos
-    stepped: Callable[[int, float], None] = _ignore  # step, loss
+    stepped: Callable[[int, dict[str, float]], None] = _ignore  # step, losses ("total" and parts)
     validated: Callable[[Validation], None] = _ignore
     checkpointed: Callable[[Path], None] = _ignore
     warned: Callable[[str], None] = _ignore
@@ -39,6 +43,23 @@ class RunResult:
     steps: int
     last_validation: Validation | None = None
     validations: list[Validation] = field(default_factory=list)
+
+
+def start_distributed(device: str) -> bool:
+    """Join the process group torchrun describes in the environment (WORLD_SIZE > 1).
+
+    NCCL for CUDA devices, gloo otherwise. Returns True when this process is rank 0 (or alone).
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        backend = "nccl" if device != "cpu" and torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def stop_distributed() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def prepare_run_dir(run_dir: Path, settings: TrainSettings, resume: bool) -> None:
@@ -71,25 +92,30 @@ def run_training(
     """Train until settings.steps, checkpointing and validating on the way; export the model.
 
     On KeyboardInterrupt a checkpoint is written before the interrupt propagates, so --resume
-    continues from the last step.
+    continues from the last step. Under torchrun (torch.distributed initialised by the caller)
+    every rank trains and rank 0 alone validates, checkpoints, logs and exports.
     """
     photos = find_images(data_dir)
     split: PhotoSplit = split_photos(photos, settings.holdout, settings.seed)
-    prepare_run_dir(run_dir, settings, resume)
+    leader = not dist.is_initialized() or dist.get_rank() == 0
+    if leader:
+        prepare_run_dir(run_dir, settings, resume)
     trainer = Trainer(settings, split, run_dir, events.warned)
     checkpoint = run_dir / CHECKPOINT_NAME
     if resume and checkpoint.exists():
         trainer.load_checkpoint(checkpoint)
-    log = MetricsLog(run_dir)
+    log = MetricsLog(run_dir) if leader else None
     result = RunResult(model=run_dir, steps=trainer.step)
     started = time.perf_counter()
     events.started(trainer.step, settings.steps, len(split.training))
     try:
         while trainer.step < settings.steps:
-            loss = trainer.train_step()
-            events.stepped(trainer.step, loss)
+            losses = trainer.train_step()
+            events.stepped(trainer.step, losses)
+            if not leader:
+                continue
             if trainer.step % 10 == 0:
-                log.loss(trainer.step, loss)
+                log.losses(trainer.step, losses)
             if trainer.step % settings.validate_every == 0 or trainer.step == settings.steps:
                 result.last_validation = trainer.validate()
                 result.validations.append(result.last_validation)
@@ -98,13 +124,16 @@ def run_training(
             if trainer.step % settings.checkpoint_every == 0:
                 events.checkpointed(trainer.save_checkpoint())
     except KeyboardInterrupt:
-        events.checkpointed(trainer.save_checkpoint())
+        if leader:
+            events.checkpointed(trainer.save_checkpoint())
         raise
+    result.steps = trainer.step
+    if not leader:
+        return result
     events.checkpointed(trainer.save_checkpoint())
     if result.last_validation is None or result.last_validation.step != trainer.step:
         result.last_validation = trainer.validate()
         log.validation(result.last_validation)
         events.validated(result.last_validation)
     result.model = trainer.export(result.last_validation, len(photos), time.perf_counter() - started)
-    result.steps = trainer.step
     return result

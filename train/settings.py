@@ -23,7 +23,8 @@ def _option(default: Any, description: str) -> Any:
 class TrainSettings:
     """Everything a training run depends on; saved in the run folder as settings.toml."""
 
-    stage: str = _option("pretrain", "pretrain: SRResNet with a pixel loss (the GAN stage is not built yet)")
+    stage: str = _option("pretrain", "pretrain (SRResNet, pixel loss) or gan (SRGAN: VGG + adversarial loss)")
+    init_generator: str = _option("", "model file to start from; the gan stage needs a pretrained generator")
     scale: int = _option(4, "upscaling factor: 2, 4 or 8")
     blocks: int = _option(16, "residual blocks in the generator")
     channels: int = _option(64, "feature channels in the generator")
@@ -31,8 +32,15 @@ class TrainSettings:
     hr_crop: int = _option(96, "side of the random high-resolution crops, in pixels")
     batch_size: int = _option(16, "crops per step")
     steps: int = _option(100_000, "optimizer steps in all")
-    learning_rate: float = _option(1e-4, "Adam learning rate")
+    learning_rate: float = _option(1e-4, "Adam learning rate (generator and discriminator)")
+    lr_drop_step: int = _option(0, "step after which the learning rate is divided by 10 (the paper: 1e-4, then 1e-5); 0: never")
     pixel_loss: str = _option("mse", "mse or l1")
+    pixel_weight: float = _option(0.0, "gan stage: weight of an RGB pixel term next to the VGG loss, against colour drift")
+    vgg_weights: str = _option("", "gan stage: torchvision VGG19 weights (vgg19-dcbb9e9d.pth); default: the torch hub cache")
+    feature_scale: float = _option(1 / 12.75, "gan stage: factor applied to the conv5_4 features before their MSE")
+    adversarial: str = _option("bce", "gan stage: bce (the paper's), ragan (relativistic average) or wgan-gp")
+    adversarial_weight: float = _option(1e-3, "gan stage: weight of the adversarial loss")
+    gp_weight: float = _option(10.0, "wgan-gp: weight of the gradient penalty")
     ema_decay: float = _option(0.999, "decay of the generator's exponential moving average; 0 disables it")
     grad_clip: float = _option(1.0, "largest gradient norm; 0 disables clipping")
     seed: int = _option(0, "seed for weights, crops and the hold-out split")
@@ -46,8 +54,12 @@ class TrainSettings:
 
     def __post_init__(self) -> None:
         problems = []
-        if self.stage != "pretrain":
-            problems.append(f"stage '{self.stage}' is not available yet; use 'pretrain'")
+        if self.stage not in ("pretrain", "gan"):
+            problems.append(f"stage must be pretrain or gan, not '{self.stage}'")
+        if self.stage == "gan" and not self.init_generator:
+            problems.append("the gan stage starts from a pretrained generator: set init_generator (--init-generator)")
+        if self.adversarial not in ("bce", "ragan", "wgan-gp"):
+            problems.append(f"adversarial must be bce, ragan or wgan-gp, not '{self.adversarial}'")
         if self.scale not in (2, 4, 8):
             problems.append(f"scale must be 2, 4 or 8, not {self.scale}")
         if self.pixel_loss not in ("mse", "l1"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import csv
-import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,8 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from PIL import Image
+from torch.nn.parallel import DistributedDataParallel
 
 from engines import (
     GeneratorConfig,
@@ -23,14 +25,17 @@ from engines import (
     TorchBackend,
     Upscaler,
     fold_batchnorm,
+    load_generator,
     resolve_device,
     save_model,
 )
 from engines.atomic import atomic_path
 
 from .data import CropSampler, PhotoSplit, bicubic_downscale, bicubic_upscale, load_photo
+from .losses import discriminator_loss, generator_adversarial_loss, gradient_penalty
 from .metrics import psnr_y, ssim_y
-from .settings import TrainSettings
+from .networks import Discriminator, load_vgg19
+from .settings import SettingsError, TrainSettings
 
 CHECKPOINT_NAME = "checkpoint.pt"
 MODEL_NAME = "generator.safetensors"
@@ -51,23 +56,58 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 
 class Trainer:
-    """Owns the generator, its EMA copy, the optimizer and the step count of one run."""
+    """Owns the networks, optimizers and step count of one run, on one process.
+
+    Under torchrun each process is one rank: the networks are wrapped in DDP, every rank draws
+    its own crops, and only rank 0 validates, checkpoints and exports.
+    """
 
     def __init__(self, settings: TrainSettings, split: PhotoSplit, run_dir: Path, warn: Callable[[str], None]) -> None:
         self.settings = settings
         self.run_dir = run_dir
         self.split = split
-        self.device = resolve_device(settings.device)
+        self.rank = dist.get_rank() if dist.is_initialized() else 0
+        self.device = self._device()
         self.autocast_dtype = self._autocast_dtype()
         torch.manual_seed(settings.seed)
         config = GeneratorConfig(settings.scale, settings.blocks, settings.channels, settings.batchnorm)
-        self.generator = SRGANGenerator(config).to(self.device, memory_format=torch.channels_last)
-        self.ema = copy.deepcopy(self.generator).eval().requires_grad_(False)
-        self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=settings.learning_rate, betas=(0.9, 0.999))
+        generator = self._initial_generator(config).to(self.device, memory_format=torch.channels_last)
+        self.ema = copy.deepcopy(generator).eval().requires_grad_(False)
+        self.generator = self._distributed(generator)
+        self.optimizer = torch.optim.Adam(generator.parameters(), lr=settings.learning_rate, betas=(0.9, 0.999))
+        self.discriminator: torch.nn.Module | None = None
+        if settings.stage == "gan":
+            # Not wrapped in DDP: it runs several forward passes per update, which DDP does not
+            # allow; its gradients are averaged across ranks by hand instead.
+            discriminator = Discriminator(batchnorm=settings.adversarial != "wgan-gp").to(self.device)
+            self.discriminator = discriminator
+            betas = (0.0, 0.9) if settings.adversarial == "wgan-gp" else (0.9, 0.999)
+            self.d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=settings.learning_rate, betas=betas)
+            self.vgg = load_vgg19(Path(settings.vgg_weights) if settings.vgg_weights else None).to(self.device)
         self.step = 0
-        self.rng = np.random.default_rng(settings.seed)
         self.sampler = CropSampler(split.training, settings.hr_crop, settings.max_side, warn)
-        self.validation_images = [self._validation_crop(path) for path in split.validation]
+        self.validation_images = [self._validation_crop(path) for path in split.validation] if self.rank == 0 else []
+
+    def _device(self) -> torch.device:
+        device = resolve_device(self.settings.device)
+        if device.type == "cuda" and dist.is_initialized():
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(device)
+        return device
+
+    def _initial_generator(self, config: GeneratorConfig) -> SRGANGenerator:
+        if not self.settings.init_generator:
+            return SRGANGenerator(config)
+        generator, info = load_generator(Path(self.settings.init_generator))
+        if info.config != config:
+            raise SettingsError(f"{info.path}: is a {info.config}, but the settings ask for {config}")
+        return generator
+
+    def _distributed(self, network: torch.nn.Module) -> torch.nn.Module:
+        if not dist.is_initialized():
+            return network
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(network, device_ids=device_ids)
 
     def _autocast_dtype(self) -> torch.dtype | None:
         if self.settings.precision == "bf16" or (self.settings.precision == "auto" and self.device.type == "cuda"):
@@ -84,30 +124,96 @@ class Trainer:
         height, width = image.shape[0] // scale * scale, image.shape[1] // scale * scale
         return np.ascontiguousarray(image[:height, :width])
 
-    def train_step(self) -> float:
-        """One optimizer step on a fresh batch; returns the pixel loss."""
-        hr = self.sampler.sample(self.settings.batch_size, self.rng).to(self.device)
+    @property
+    def _generator_module(self) -> SRGANGenerator:
+        return getattr(self.generator, "module", self.generator)
+
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """HR crops and their LR versions; the crops depend on (seed, rank, step) only."""
+        rng = np.random.default_rng([self.settings.seed, self.rank, self.step])
+        hr = self.sampler.sample(self.settings.batch_size, rng).to(self.device)
         lr = bicubic_downscale(hr, self.settings.scale).contiguous(memory_format=torch.channels_last)
+        return hr, lr
+
+    def _autocast(self) -> torch.autocast:
+        enabled = self.autocast_dtype is not None
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32, enabled=enabled)
+
+    def _learning_rate(self) -> float:
+        drop = self.settings.lr_drop_step and self.step >= self.settings.lr_drop_step
+        return self.settings.learning_rate / 10 if drop else self.settings.learning_rate
+
+    def train_step(self) -> dict[str, float]:
+        """One optimizer step (both networks in the gan stage) on a fresh batch; returns losses."""
+        for optimizer in [self.optimizer] + ([self.d_optimizer] if self.discriminator is not None else []):
+            for group in optimizer.param_groups:
+                group["lr"] = self._learning_rate()
+        hr, lr = self._batch()
         self.generator.train()
-        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
-                            enabled=self.autocast_dtype is not None):
+        with self._autocast():
             sr = self.generator(lr)
-        loss_function = F.mse_loss if self.settings.pixel_loss == "mse" else F.l1_loss
-        loss = loss_function(sr.float(), hr)
+        sr = sr.float()
+        losses = {}
+        if self.discriminator is not None:
+            losses.update(self.discriminator_step(hr, sr.detach()))
+        losses.update(self.generator_step(hr, sr))
+        self._update_ema()
+        self.step += 1
+        return losses
+
+    def _pixel_loss(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        return (F.mse_loss if self.settings.pixel_loss == "mse" else F.l1_loss)(sr, hr)
+
+    def generator_step(self, hr: torch.Tensor, sr: torch.Tensor) -> dict[str, float]:
+        """Pretrain: the pixel loss. GAN: VGG φ5,4 loss (fp32) + adversarial (+ optional pixel)."""
+        pixel = self._pixel_loss(sr, hr)
+        losses = {"pixel": pixel.detach().item()}
+        if self.discriminator is None:
+            total = pixel
+        else:
+            scale = self.settings.feature_scale
+            with torch.autocast(self.device.type, enabled=False):
+                content = F.mse_loss(self.vgg(sr) * scale, self.vgg(hr).detach() * scale)
+            self.discriminator.requires_grad_(False)
+            with self._autocast():
+                fake_logits = self.discriminator(sr).float()
+                real_logits = self.discriminator(hr).float().detach() if self.settings.adversarial == "ragan" else None
+            self.discriminator.requires_grad_(True)
+            adversarial = generator_adversarial_loss(self.settings.adversarial, real_logits, fake_logits)
+            total = content + self.settings.adversarial_weight * adversarial + self.settings.pixel_weight * pixel
+            losses.update(content=content.detach().item(), adversarial=adversarial.detach().item())
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        total.backward()
         if self.settings.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.generator.parameters(), self.settings.grad_clip)
         self.optimizer.step()
-        self._update_ema()
-        self.step += 1
-        return loss.detach().item()
+        losses["total"] = total.detach().item()
+        return losses
+
+    def discriminator_step(self, hr: torch.Tensor, sr: torch.Tensor) -> dict[str, float]:
+        """One discriminator update on real crops and (detached) generated ones."""
+        assert self.discriminator is not None  # only called in the gan stage
+        self.discriminator.train()
+        with self._autocast():
+            real_logits = self.discriminator(hr).float()
+            fake_logits = self.discriminator(sr).float()
+        loss = discriminator_loss(self.settings.adversarial, real_logits, fake_logits)
+        if self.settings.adversarial == "wgan-gp":
+            loss = loss + self.settings.gp_weight * gradient_penalty(self.discriminator, hr, sr)
+        self.d_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if dist.is_initialized():
+            for parameter in self.discriminator.parameters():
+                dist.all_reduce(parameter.grad)
+                parameter.grad /= dist.get_world_size()
+        self.d_optimizer.step()
+        return {"discriminator": loss.detach().item()}
 
     @torch.no_grad()
     def _update_ema(self) -> None:
         decay = self.settings.ema_decay if self.settings.ema_decay else 0.0
         decay = min(decay, (1 + self.step) / (10 + self.step))  # warm-up: early weights fade fast
-        for average, current in zip(self.ema.state_dict().values(), self.generator.state_dict().values()):
+        for average, current in zip(self.ema.state_dict().values(), self._generator_module.state_dict().values()):
             if average.is_floating_point():
                 average.lerp_(current, 1 - decay)
             else:
@@ -146,24 +252,30 @@ class Trainer:
         """Everything needed to continue exactly: weights, optimizer, step and RNG states."""
         path = self.run_dir / CHECKPOINT_NAME
         state = {
-            "generator": self.generator.state_dict(),
+            "generator": self._generator_module.state_dict(),
             "ema": self.ema.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "step": self.step,
-            "numpy_rng": json.dumps(self.rng.bit_generator.state),
             "torch_rng": torch.get_rng_state(),
         }
+        if self.discriminator is not None:
+            state["discriminator"] = self.discriminator.state_dict()
+            state["d_optimizer"] = self.d_optimizer.state_dict()
         with atomic_path(path) as temporary:
             torch.save(state, temporary)
         return path
 
     def load_checkpoint(self, path: Path) -> None:
         state = torch.load(path, map_location=self.device, weights_only=True)
-        self.generator.load_state_dict(state["generator"])
+        self._generator_module.load_state_dict(state["generator"])
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.discriminator is not None:
+            if "discriminator" not in state:
+                raise SettingsError(f"{path}: a pretrain checkpoint; start the gan stage in a new run with --init-generator")
+            self.discriminator.load_state_dict(state["discriminator"])
+            self.d_optimizer.load_state_dict(state["d_optimizer"])
         self.step = int(state["step"])
-        self.rng.bit_generator.state = json.loads(state["numpy_rng"])
         torch.set_rng_state(state["torch_rng"].cpu())
 
     def export(self, validation: Validation | None, photos: int, seconds: float) -> Path:
@@ -173,7 +285,7 @@ class Trainer:
             "data": f"{photos} photos ({len(self.split.validation)} held out)",
             "steps": str(self.step),
             "batch": f"{self.settings.batch_size}×{self.settings.hr_crop}²",
-            "loss": self.settings.pixel_loss,
+            "loss": self.settings.pixel_loss if self.settings.stage == "pretrain" else f"vgg54+{self.settings.adversarial}",
             "hours": f"{seconds / 3600:.2f}",
         }
         if validation is not None:
@@ -187,7 +299,8 @@ class Trainer:
 class MetricsLog:
     """Appends one CSV row per event to metrics.csv in the run folder."""
 
-    FIELDS = ("time", "step", "loss", "psnr", "ssim", "bicubic_psnr", "bicubic_ssim")
+    FIELDS = ("time", "step", "loss", "discriminator", "content", "adversarial", "psnr", "ssim", "bicubic_psnr",
+              "bicubic_ssim")
 
     def __init__(self, run_dir: Path) -> None:
         self.path = run_dir / "metrics.csv"
@@ -199,8 +312,9 @@ class MetricsLog:
             writer = csv.writer(stream)
             writer.writerow(self.FIELDS if header else [row.get(name, "") for name in self.FIELDS])
 
-    def loss(self, step: int, loss: float) -> None:
-        self._write({"time": round(time.time(), 1), "step": step, "loss": f"{loss:.6f}"})
+    def losses(self, step: int, losses: dict[str, float]) -> None:
+        named = {"loss": losses["total"], **{key: value for key, value in losses.items() if key in self.FIELDS}}
+        self._write({"time": round(time.time(), 1), "step": step, **{key: f"{value:.6f}" for key, value in named.items()}})
 
     def validation(self, result: Validation) -> None:
         self._write({"time": round(time.time(), 1), "step": result.step, "psnr": f"{result.psnr:.4f}",

@@ -41,7 +41,7 @@ def photos(tmp_path) -> Path:
 def test_loss_decreases(photos, tmp_path):
     losses: list[float] = []
     settings = dataclasses.replace(TINY, steps=60, learning_rate=1e-3, validate_every=1000, checkpoint_every=1000)
-    run_training(settings, photos, tmp_path / "run", events=TrainingEvents(stepped=lambda step, loss: losses.append(loss)))
+    run_training(settings, photos, tmp_path / "run", events=TrainingEvents(stepped=lambda step, loss: losses.append(loss["total"])))
     assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10])
 
 
@@ -59,7 +59,7 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(photos, tmp_path):
 
 
 def test_interrupt_writes_a_checkpoint(photos, tmp_path):
-    def interrupt(step: int, loss: float) -> None:
+    def interrupt(step: int, losses: dict[str, float]) -> None:
         if step == 2:
             raise KeyboardInterrupt
 
