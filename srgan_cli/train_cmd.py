@@ -23,6 +23,7 @@ def train(
     data_dir: Annotated[Path, typer.Argument(help="Folder of training photos (searched recursively).", show_default=False)],
     out: Annotated[Path, typer.Option("--out", help="Run folder: settings, checkpoints, metrics, validation grids, model.")],
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML file of settings; flags override it.")] = None,
+    lr_dir: Annotated[Optional[Path], typer.Option("--lr-dir", help="LR images paired by name with DATA_DIR's.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint.")] = False,
     steps: Annotated[Optional[int], typer.Option("--steps", help="Optimizer steps in all.")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Crops per step.")] = None,
@@ -49,7 +50,7 @@ def train(
     overrides = dict(steps=steps, batch_size=batch_size, learning_rate=learning_rate, blocks=blocks, channels=channels,
                      hr_crop=hr_crop, device=device, precision=precision, seed=seed, validate_every=validate_every,
                      checkpoint_every=checkpoint_every, holdout=holdout, stage=stage,
-                     init_generator=str(init_generator) if init_generator else None,
+                     init_generator=str(init_generator) if init_generator else None, lr_dir=str(lr_dir) if lr_dir else None,
                      vgg_weights=str(vgg_weights) if vgg_weights else None, adversarial=adversarial)
     settings = load_settings(config, overrides)
     console = Console(highlight=False)

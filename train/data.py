@@ -56,13 +56,30 @@ def load_photo(path: Path, max_side: int) -> np.ndarray:
     return np.ascontiguousarray(pixels)
 
 
+Photo = Path | tuple[Path, Path]
+"""A training item: an HR photo (its LR made by bicubic downscaling) or an (HR, LR) pair."""
+
+
 @dataclass(frozen=True)
 class PhotoSplit:
-    training: list[Path]
-    validation: list[Path]
+    training: list[Photo]
+    validation: list[Photo]
 
 
-def split_photos(photos: list[Path], holdout: int, seed: int) -> PhotoSplit:
+def find_pairs(hr_folder: Path, lr_folder: Path, warn: WarningCallback) -> list[tuple[Path, Path]]:
+    """(HR, LR) files matched by relative path without extension; unmatched HR files are warned."""
+    low = {path.relative_to(lr_folder).with_suffix(""): path for path in find_images(lr_folder)}
+    pairs = []
+    for path in find_images(hr_folder):
+        match = low.get(path.relative_to(hr_folder).with_suffix(""))
+        if match is None:
+            warn(f"skipped: {path}: no LR image of the same name in {lr_folder}")
+        else:
+            pairs.append((path, match))
+    return pairs
+
+
+def split_photos(photos: list[Photo], holdout: int, seed: int) -> PhotoSplit:
     """Hold out `holdout` photos for validation, chosen by seed, the same on every run."""
     if len(photos) <= holdout:
         raise ImageReadError(f"{len(photos)} photos found; need more than the {holdout} held out for validation")
@@ -74,36 +91,78 @@ def split_photos(photos: list[Path], holdout: int, seed: int) -> PhotoSplit:
     )
 
 
-class CropSampler:
-    """Random HR crops with flips and 90° rotations from photos held in memory."""
+def load_pair(hr_path: Path, lr_path: Path, scale: int) -> tuple[np.ndarray, np.ndarray]:
+    """An aligned (HR, LR) pair of RGB uint8 arrays, HR trimmed to scale × the LR's size.
 
-    def __init__(self, photos: list[Path], crop: int, max_side: int, warn: WarningCallback) -> None:
+    Raises ImageReadError when a file is unreadable or the sizes do not fit the scale.
+    """
+    hr, lr = load_photo(hr_path, 0), load_photo(lr_path, 0)
+    rows, columns = lr.shape[0] * scale, lr.shape[1] * scale
+    if not (rows <= hr.shape[0] < rows + scale and columns <= hr.shape[1] < columns + scale):
+        raise ImageReadError(
+            f"{lr_path}: {lr.shape[1]}×{lr.shape[0]} is not 1/{scale} of {hr_path} ({hr.shape[1]}×{hr.shape[0]});"
+            " pair LR and HR images of matching sizes"
+        )
+    return np.ascontiguousarray(hr[:rows, :columns]), lr
+
+
+class CropSampler:
+    """Random aligned HR/LR crops with flips and 90° rotations from photos held in memory.
+
+    Items are HR photos, whose LR crops are made with `bicubic_downscale`, or (HR, LR) pairs,
+    whose LR crops are cut from the LR image.
+    """
+
+    def __init__(self, photos: list[Photo], crop: int, max_side: int, warn: WarningCallback, scale: int = 4) -> None:
         self.crop = crop
+        self.scale = scale
         self.images: list[np.ndarray] = []
-        for path in photos:
+        self.low: list[np.ndarray | None] = []
+        for item in photos:
             try:
-                image = load_photo(path, max_side)
+                if isinstance(item, tuple):
+                    image, low = load_pair(item[0], item[1], scale)
+                else:
+                    image, low = load_photo(item, max_side), None
             except ImageReadError as error:
                 warn(f"skipped: {error}")
                 continue
             if min(image.shape[:2]) < crop:
-                warn(f"skipped: {path}: smaller than the {crop}-pixel crop")
+                warn(f"skipped: {item if isinstance(item, Path) else item[0]}: smaller than the {crop}-pixel crop")
                 continue
             self.images.append(image)
+            self.low.append(low)
         if not self.images:
             raise ImageReadError(f"no usable training photos among {len(photos)} files; add photos at least {crop} pixels wide")
         areas = np.array([image.shape[0] * image.shape[1] for image in self.images], dtype=np.float64)
         self._weights = areas / areas.sum()  # big photos hold more distinct crops
 
-    def sample(self, count: int, rng: np.random.Generator) -> torch.Tensor:
-        """count×3×crop×crop float32 in [0, 1]."""
-        crops = np.empty((count, self.crop, self.crop, 3), dtype=np.uint8)
+    def sample(self, count: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """HR crops count×3×crop×crop and LR crops count×3×(crop/s)×(crop/s), float32 in [0, 1]."""
+        scale, crop_size = self.scale, self.crop
+        small = crop_size // scale
+        high = np.empty((count, crop_size, crop_size, 3), dtype=np.uint8)
+        low = np.empty((count, small, small, 3), dtype=np.uint8)
+        paired = np.zeros(count, dtype=bool)
         for index in range(count):
-            image = self.images[rng.choice(len(self.images), p=self._weights)]
-            top = rng.integers(0, image.shape[0] - self.crop + 1)
-            left = rng.integers(0, image.shape[1] - self.crop + 1)
-            crop = image[top : top + self.crop, left : left + self.crop]
-            if rng.random() < 0.5:
-                crop = crop[:, ::-1]
-            crops[index] = np.rot90(crop, k=int(rng.integers(0, 4)))
-        return torch.from_numpy(crops).permute(0, 3, 1, 2).float().div_(255)
+            chosen = rng.choice(len(self.images), p=self._weights)
+            image, low_image = self.images[chosen], self.low[chosen]
+            # Aligned with the LR grid, so that a pair's LR crop covers exactly the HR crop.
+            top = rng.integers(0, (image.shape[0] - crop_size) // scale + 1) * scale
+            left = rng.integers(0, (image.shape[1] - crop_size) // scale + 1) * scale
+            flip, turns = rng.random() < 0.5, int(rng.integers(0, 4))
+            high[index] = _augment(image[top : top + crop_size, left : left + crop_size], flip, turns)
+            if low_image is not None:
+                paired[index] = True
+                low[index] = _augment(low_image[top // scale : top // scale + small, left // scale : left // scale + small],
+                                      flip, turns)
+        hr = torch.from_numpy(high).permute(0, 3, 1, 2).float().div_(255)
+        lr = bicubic_downscale(hr, scale)
+        if paired.any():
+            given = torch.from_numpy(low).permute(0, 3, 1, 2).float().div_(255)
+            lr[torch.from_numpy(paired)] = given[torch.from_numpy(paired)]
+        return hr, lr
+
+
+def _augment(crop: np.ndarray, flip: bool, turns: int) -> np.ndarray:
+    return np.rot90(crop[:, ::-1] if flip else crop, k=turns)

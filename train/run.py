@@ -13,7 +13,7 @@ import torch.distributed as dist
 
 from engines.atomic import atomic_path
 
-from .data import PhotoSplit, find_images, split_photos
+from .data import Photo, PhotoSplit, find_images, find_pairs, split_photos
 from .settings import SettingsError, TrainSettings, load_settings
 from .trainer import CHECKPOINT_NAME, MetricsLog, Trainer, Validation
 
@@ -95,7 +95,9 @@ def run_training(
     continues from the last step. Under torchrun (torch.distributed initialised by the caller)
     every rank trains and rank 0 alone validates, checkpoints, logs and exports.
     """
-    photos = find_images(data_dir)
+    photos: list[Photo] = (
+        list(find_pairs(data_dir, Path(settings.lr_dir), events.warned)) if settings.lr_dir else list(find_images(data_dir))
+    )
     split: PhotoSplit = split_photos(photos, settings.holdout, settings.seed)
     leader = not dist.is_initialized() or dist.get_rank() == 0
     if leader:

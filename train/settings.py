@@ -29,6 +29,7 @@ class TrainSettings:
     blocks: int = _option(16, "residual blocks in the generator")
     channels: int = _option(64, "feature channels in the generator")
     batchnorm: bool = _option(True, "BatchNorm in the residual blocks, as in the paper")
+    lr_dir: str = _option("", "folder of LR images paired by name with the photos (HR); empty: LR by bicubic downscaling")
     hr_crop: int = _option(96, "side of the random high-resolution crops, in pixels")
     batch_size: int = _option(16, "crops per step")
     steps: int = _option(100_000, "optimizer steps in all")

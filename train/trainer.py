@@ -31,7 +31,7 @@ from engines import (
 )
 from engines.atomic import atomic_path
 
-from .data import CropSampler, PhotoSplit, bicubic_downscale, bicubic_upscale, load_photo
+from .data import CropSampler, Photo, PhotoSplit, bicubic_downscale, bicubic_upscale, load_pair, load_photo
 from .losses import discriminator_loss, generator_adversarial_loss, gradient_penalty
 from .metrics import psnr_y, ssim_y
 from .networks import Discriminator, load_vgg19
@@ -85,7 +85,7 @@ class Trainer:
             self.d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=settings.learning_rate, betas=betas)
             self.vgg = load_vgg19(Path(settings.vgg_weights) if settings.vgg_weights else None).to(self.device)
         self.step = 0
-        self.sampler = CropSampler(split.training, settings.hr_crop, settings.max_side, warn)
+        self.sampler = CropSampler(split.training, settings.hr_crop, settings.max_side, warn, settings.scale)
         self.validation_images = [self._validation_crop(path) for path in split.validation] if self.rank == 0 else []
 
     def _device(self) -> torch.device:
@@ -114,15 +114,22 @@ class Trainer:
             return torch.bfloat16
         return None
 
-    def _validation_crop(self, path: Path) -> np.ndarray:
-        image = load_photo(path, self.settings.max_side)
-        side, scale = self.settings.validation_crop, self.settings.scale
-        height, width = image.shape[:2]
-        if side:
-            top, left = max(0, (height - side) // 2), max(0, (width - side) // 2)
-            image = image[top : top + side, left : left + side]
-        height, width = image.shape[0] // scale * scale, image.shape[1] // scale * scale
-        return np.ascontiguousarray(image[:height, :width])
+    def _validation_crop(self, item: Photo) -> tuple[np.ndarray, np.ndarray]:
+        """A held-out (HR, LR) pair, centre-cropped; LR from the pair or by bicubic downscaling."""
+        scale, side = self.settings.scale, self.settings.validation_crop
+        if isinstance(item, tuple):
+            image, low = load_pair(item[0], item[1], scale)
+        else:
+            image, low = load_photo(item, self.settings.max_side), None
+        rows, columns = image.shape[0] // scale, image.shape[1] // scale
+        top, left = (max(0, (rows - side // scale) // 2), max(0, (columns - side // scale) // 2)) if side else (0, 0)
+        size_rows, size_columns = (min(rows, side // scale), min(columns, side // scale)) if side else (rows, columns)
+        hr = np.ascontiguousarray(image[top * scale : (top + size_rows) * scale, left * scale : (left + size_columns) * scale])
+        if low is None:
+            lr = to_uint8(bicubic_downscale(torch.from_numpy(hr).permute(2, 0, 1)[None].float().div(255), scale))[0]
+        else:
+            lr = np.ascontiguousarray(low[top : top + size_rows, left : left + size_columns])
+        return hr, lr
 
     @property
     def _generator_module(self) -> SRGANGenerator:
@@ -131,9 +138,8 @@ class Trainer:
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """HR crops and their LR versions; the crops depend on (seed, rank, step) only."""
         rng = np.random.default_rng([self.settings.seed, self.rank, self.step])
-        hr = self.sampler.sample(self.settings.batch_size, rng).to(self.device)
-        lr = bicubic_downscale(hr, self.settings.scale).contiguous(memory_format=torch.channels_last)
-        return hr, lr
+        hr, lr = self.sampler.sample(self.settings.batch_size, rng)
+        return hr.to(self.device), lr.to(self.device).contiguous(memory_format=torch.channels_last)
 
     def _autocast(self) -> torch.autocast:
         enabled = self.autocast_dtype is not None
@@ -229,9 +235,7 @@ class Trainer:
         upscaler = Upscaler(backend, TileSettings())
         scores = []
         rows = []
-        for hr in self.validation_images:
-            hr_tensor = torch.from_numpy(hr).permute(2, 0, 1)[None].float().div(255)
-            lr = to_uint8(bicubic_downscale(hr_tensor, scale))[0]
+        for hr, lr in self.validation_images:
             sr = upscaler.upscale(lr)
             bicubic = to_uint8(bicubic_upscale(torch.from_numpy(lr).permute(2, 0, 1)[None].float().div(255), scale))[0]
             scores.append((psnr_y(sr, hr, scale), ssim_y(sr, hr, scale), psnr_y(bicubic, hr, scale), ssim_y(bicubic, hr, scale)))
@@ -297,7 +301,8 @@ class Trainer:
 
 
 class MetricsLog:
-    """Appends one CSV row per event to metrics.csv in the run folder."""
+    """Appends one CSV row per event to metrics.csv in the run folder, and writes the same
+    scalars to TensorBoard (run_dir/tensorboard) when the tensorboard package is installed."""
 
     FIELDS = ("time", "step", "loss", "discriminator", "content", "adversarial", "psnr", "ssim", "bicubic_psnr",
               "bicubic_ssim")
@@ -306,6 +311,18 @@ class MetricsLog:
         self.path = run_dir / "metrics.csv"
         if not self.path.exists():
             self._write(dict.fromkeys(self.FIELDS, None), header=True)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard is optional (pip install 'srgan[train]')
+            self.board = None
+        else:
+            self.board = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def _scalars(self, group: str, step: int, values: dict[str, float]) -> None:
+        if self.board is not None:
+            for name, value in values.items():
+                self.board.add_scalar(f"{group}/{name}", value, step)
+            self.board.flush()
 
     def _write(self, row: dict[str, object], header: bool = False) -> None:
         with self.path.open("a", newline="") as stream:
@@ -315,8 +332,11 @@ class MetricsLog:
     def losses(self, step: int, losses: dict[str, float]) -> None:
         named = {"loss": losses["total"], **{key: value for key, value in losses.items() if key in self.FIELDS}}
         self._write({"time": round(time.time(), 1), "step": step, **{key: f"{value:.6f}" for key, value in named.items()}})
+        self._scalars("loss", step, losses)
 
     def validation(self, result: Validation) -> None:
         self._write({"time": round(time.time(), 1), "step": result.step, "psnr": f"{result.psnr:.4f}",
                      "ssim": f"{result.ssim:.5f}", "bicubic_psnr": f"{result.bicubic_psnr:.4f}",
                      "bicubic_ssim": f"{result.bicubic_ssim:.5f}"})
+        self._scalars("validation", result.step, {"psnr_y": result.psnr, "ssim_y": result.ssim,
+                                                  "bicubic_psnr_y": result.bicubic_psnr, "bicubic_ssim_y": result.bicubic_ssim})

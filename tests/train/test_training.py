@@ -9,10 +9,10 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from engines import create_upscaler, load_model
+from engines import ImageReadError, create_upscaler, load_model
 from srgan_cli.app import app
 from train import TrainSettings, load_settings
-from train.data import CropSampler, bicubic_downscale, find_images, split_photos
+from train.data import CropSampler, bicubic_downscale, find_images, find_pairs, split_photos
 from train.metrics import psnr_y, ssim_y
 from train.run import TrainingEvents, run_training
 from train.settings import SettingsError
@@ -93,8 +93,39 @@ def test_unreadable_photos_are_skipped_with_a_warning(photos, tmp_path):
     sampler = CropSampler(find_images(photos), 16, 0, warnings.append)
     assert len(sampler.images) == 6
     assert any("broken.jpg" in warning for warning in warnings) and any("tiny.png" in warning for warning in warnings)
-    batch = sampler.sample(5, np.random.default_rng(0))
-    assert batch.shape == (5, 3, 16, 16) and 0 <= batch.min() and batch.max() <= 1
+    hr, lr = sampler.sample(5, np.random.default_rng(0))
+    assert hr.shape == (5, 3, 16, 16) and 0 <= hr.min() and hr.max() <= 1
+    torch.testing.assert_close(lr, bicubic_downscale(hr, 4))
+
+
+def test_paired_folders_give_aligned_crops_and_train(photos, tmp_path):
+    low = tmp_path / "low"
+    for path in find_images(photos):
+        target = low / path.relative_to(photos).with_suffix(".png")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.open(path).resize((16, 16), Image.Resampling.BOX).save(target)
+    Image.fromarray(smooth_photo(7)).save(photos / "unpaired.png")
+    warnings: list[str] = []
+    pairs = find_pairs(photos, low, warnings.append)
+    assert len(pairs) == 6 and any("unpaired.png" in warning for warning in warnings)
+    sampler = CropSampler(pairs, 16, 0, warnings.append, scale=4)
+    hr, lr = sampler.sample(8, np.random.default_rng(1))
+    # The LR crop is the BOX-downscaled HR crop: aligned, flipped and rotated together.
+    torch.testing.assert_close(lr, torch.nn.functional.avg_pool2d(hr, 4), atol=2 / 255, rtol=0)
+    settings = dataclasses.replace(TINY, lr_dir=str(low), steps=2)
+    result = run_training(settings, photos, tmp_path / "run")
+    assert load_model(result.model).info.training["steps"] == "2"
+
+
+def test_pairs_of_the_wrong_size_are_skipped(photos, tmp_path):
+    low = tmp_path / "low"
+    low.mkdir()
+    for path in find_images(photos):
+        Image.open(path).resize((20, 16)).save(low / f"{path.stem}.png")
+    warnings: list[str] = []
+    with pytest.raises(ImageReadError):
+        CropSampler(find_pairs(photos, low, warnings.append), 16, 0, warnings.append, scale=4)
+    assert any("is not 1/4 of" in warning for warning in warnings)
 
 
 def test_split_is_reproducible_and_disjoint(photos):
