@@ -45,7 +45,7 @@ class TrainSettings:
     ema_decay: float = _option(0.999, "decay of the generator's exponential moving average; 0 disables it")
     grad_clip: float = _option(1.0, "largest gradient norm; 0 disables clipping")
     seed: int = _option(0, "seed for weights, crops and the hold-out split")
-    precision: str = _option("auto", "auto, fp32 or bf16 (autocast; the loss stays fp32)")
+    precision: str = _option("auto", "auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16 (CUDA, loss-scaled); autocast, losses in fp32")
     device: str = _option("auto", "auto, cpu, cuda or cuda:N")
     max_side: int = _option(2048, "photos with a longer side are downscaled to it before cropping; 0 keeps them")
     holdout: int = _option(4, "photos held out for validation when no validation folder is given")
@@ -65,8 +65,8 @@ class TrainSettings:
             problems.append(f"scale must be 2, 4 or 8, not {self.scale}")
         if self.pixel_loss not in ("mse", "l1"):
             problems.append(f"pixel_loss must be mse or l1, not '{self.pixel_loss}'")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            problems.append(f"precision must be auto, fp32 or bf16, not '{self.precision}'")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            problems.append(f"precision must be auto, fp32, bf16 or fp16, not '{self.precision}'")
         if self.hr_crop % self.scale or self.hr_crop < 4 * self.scale:
             problems.append(f"hr_crop {self.hr_crop} must be a multiple of the scale and at least {4 * self.scale}")
         for name in ("blocks", "channels", "batch_size", "steps", "checkpoint_every", "validate_every"):

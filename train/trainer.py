@@ -75,6 +75,10 @@ class Trainer:
         self.ema = copy.deepcopy(generator).eval().requires_grad_(False)
         self.generator = self._distributed(generator)
         self.optimizer = torch.optim.Adam(generator.parameters(), lr=settings.learning_rate, betas=(0.9, 0.999))
+        # fp16 gradients underflow without loss scaling; the scalers do nothing otherwise.
+        fp16 = self.autocast_dtype == torch.float16
+        self.g_scaler = torch.amp.GradScaler(self.device.type, enabled=fp16)
+        self.d_scaler = torch.amp.GradScaler(self.device.type, enabled=fp16)
         self.discriminator: torch.nn.Module | None = None
         if settings.stage == "gan":
             # Not wrapped in DDP: it runs several forward passes per update, which DDP does not
@@ -110,7 +114,12 @@ class Trainer:
         return DistributedDataParallel(network, device_ids=device_ids)
 
     def _autocast_dtype(self) -> torch.dtype | None:
-        if self.settings.precision == "bf16" or (self.settings.precision == "auto" and self.device.type == "cuda"):
+        precision = self.settings.precision
+        if precision == "fp16":
+            if self.device.type != "cuda":
+                raise SettingsError("precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
+            return torch.float16
+        if precision == "bf16" or (precision == "auto" and self.device.type == "cuda"):
             return torch.bfloat16
         return None
 
@@ -189,10 +198,12 @@ class Trainer:
             total = content + self.settings.adversarial_weight * adversarial + self.settings.pixel_weight * pixel
             losses.update(content=content.detach().item(), adversarial=adversarial.detach().item())
         self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        self.g_scaler.scale(total).backward()
         if self.settings.grad_clip:
+            self.g_scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.generator.parameters(), self.settings.grad_clip)
-        self.optimizer.step()
+        self.g_scaler.step(self.optimizer)
+        self.g_scaler.update()
         losses["total"] = total.detach().item()
         return losses
 
@@ -207,12 +218,13 @@ class Trainer:
         if self.settings.adversarial == "wgan-gp":
             loss = loss + self.settings.gp_weight * gradient_penalty(self.discriminator, hr, sr)
         self.d_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.d_scaler.scale(loss).backward()
         if dist.is_initialized():
             for parameter in self.discriminator.parameters():
                 dist.all_reduce(parameter.grad)
                 parameter.grad /= dist.get_world_size()
-        self.d_optimizer.step()
+        self.d_scaler.step(self.d_optimizer)
+        self.d_scaler.update()
         return {"discriminator": loss.detach().item()}
 
     @torch.no_grad()
@@ -261,6 +273,8 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "step": self.step,
             "torch_rng": torch.get_rng_state(),
+            "g_scaler": self.g_scaler.state_dict(),
+            "d_scaler": self.d_scaler.state_dict(),
         }
         if self.discriminator is not None:
             state["discriminator"] = self.discriminator.state_dict()
@@ -281,6 +295,8 @@ class Trainer:
             self.d_optimizer.load_state_dict(state["d_optimizer"])
         self.step = int(state["step"])
         torch.set_rng_state(state["torch_rng"].cpu())
+        self.g_scaler.load_state_dict(state.get("g_scaler", {}))
+        self.d_scaler.load_state_dict(state.get("d_scaler", {}))
 
     def export(self, validation: Validation | None, photos: int, seconds: float) -> Path:
         """The EMA generator as a model file `srgan upscale --model` loads, metadata filled in."""

@@ -120,3 +120,21 @@ def test_ddp_with_two_cpu_processes_through_torchrun(photos, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert (run / "generator.safetensors").is_file()
     assert load_model(run / "generator.safetensors").info.training["steps"] == "3"
+
+
+def test_fp16_needs_cuda(photos, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("checks the refusal on a machine without CUDA")
+    with pytest.raises(SettingsError, match="fp16 needs a CUDA device"):
+        run_training(dataclasses.replace(TINY, precision="fp16", device="cpu"), photos, tmp_path / "run")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_cuda_mixed_precision_gan_steps(photos, pretrained, vgg_file, tmp_path, precision):
+    settings = dataclasses.replace(TINY, stage="gan", init_generator=str(pretrained), vgg_weights=str(vgg_file),
+                                   hr_crop=32, steps=3, device="cuda", precision=precision)
+    seen: list[dict[str, float]] = []
+    run_training(settings, photos, tmp_path / "run", events=TrainingEvents(stepped=lambda step, l: seen.append(l)))
+    assert all(math.isfinite(value) for losses in seen for value in losses.values())
