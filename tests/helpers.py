@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from engines import GeneratorConfig, SRGANGenerator, save_model
+from engines import GeneratorConfig, SRGANGenerator
 
 TINY = GeneratorConfig(scale=4, blocks=1, channels=8, batchnorm=True)
 

@@ -231,7 +231,7 @@ class Trainer:
     def _update_ema(self) -> None:
         decay = self.settings.ema_decay if self.settings.ema_decay else 0.0
         decay = min(decay, (1 + self.step) / (10 + self.step))  # warm-up: early weights fade fast
-        for average, current in zip(self.ema.state_dict().values(), self._generator_module.state_dict().values()):
+        for average, current in zip(self.ema.state_dict().values(), self._generator_module.state_dict().values(), strict=True):
             if average.is_floating_point():
                 average.lerp_(current, 1 - decay)
             else:

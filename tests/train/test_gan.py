@@ -51,7 +51,7 @@ def test_gan_stage_runs_with_every_adversarial_loss(photos, pretrained, vgg_file
     settings = dataclasses.replace(TINY, stage="gan", init_generator=str(pretrained), vgg_weights=str(vgg_file),
                                    adversarial=adversarial, hr_crop=32, steps=3, validate_every=3, pixel_weight=0.1)
     seen: list[dict[str, float]] = []
-    result = run_training(settings, photos, tmp_path / "run", events=TrainingEvents(stepped=lambda step, l: seen.append(l)))
+    result = run_training(settings, photos, tmp_path / "run", events=TrainingEvents(stepped=lambda step, losses: seen.append(losses)))
     assert len(seen) == 3
     for losses in seen:
         assert {"discriminator", "content", "adversarial", "pixel", "total"} <= set(losses)
@@ -136,5 +136,5 @@ def test_cuda_mixed_precision_gan_steps(photos, pretrained, vgg_file, tmp_path, 
     settings = dataclasses.replace(TINY, stage="gan", init_generator=str(pretrained), vgg_weights=str(vgg_file),
                                    hr_crop=32, steps=3, device="cuda", precision=precision)
     seen: list[dict[str, float]] = []
-    run_training(settings, photos, tmp_path / "run", events=TrainingEvents(stepped=lambda step, l: seen.append(l)))
+    run_training(settings, photos, tmp_path / "run", events=TrainingEvents(stepped=lambda step, losses: seen.append(losses)))
     assert all(math.isfinite(value) for losses in seen for value in losses.values())
