@@ -14,7 +14,7 @@ from typer.core import TyperGroup
 
 from engines import SrganError
 
-from . import about, train_cmd, upscale
+from . import about, train_cmd, upscale, watch_cmd
 from .state import CliState, UsageProblem
 
 EXIT_FAILURE = 1
@@ -71,6 +71,7 @@ def root(
 app.command("upscale", no_args_is_help=True)(upscale.upscale)
 app.command("info")(about.info)
 app.command("models")(about.models)
+app.command("watch", no_args_is_help=True)(watch_cmd.watch)
 app.command("train", no_args_is_help=True)(train_cmd.train)
 
 

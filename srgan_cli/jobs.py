@@ -106,7 +106,7 @@ def plan_jobs(
     claimed: dict[Path, Path] = {}
     jobs = []
     for item in inputs:
-        target = output if output_file and output is not None else _target(item, output, name_template, scale, image_format)
+        target = output if output_file and output is not None else output_path(item, output, name_template, scale, image_format)
         key = target.resolve()
         if key in sources:
             problem = f"{target}: the output would overwrite an input; choose another -o folder or --name"
@@ -120,7 +120,9 @@ def plan_jobs(
     return jobs
 
 
-def _target(item: InputFile, output: Path | None, name_template: str, scale: int, image_format: str | None) -> Path:
+def output_path(item: InputFile, output: Path | None, name_template: str, scale: int, image_format: str | None) -> Path:
+    """Where an input's result goes: `output` (mirroring the input's place under its root) or
+    beside the input, named by the template, with the format's extension or the input's."""
     extension = FORMAT_EXTENSIONS[image_format] if image_format else item.path.suffix
     name = name_template.format(stem=item.path.stem, scale=scale) + extension
     if output is None:
