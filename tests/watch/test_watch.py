@@ -284,3 +284,27 @@ def test_watch_command_once_and_usage_errors(tiny_model_file, folders):
     assert same.exit_code == 1 and "is the input folder" in same.stderr
     missing = runner.invoke(app, ["watch", str(in_dir / "nope"), "-o", str(out_dir), "-m", str(tiny_model_file)])
     assert missing.exit_code == 2 and "not a folder" in missing.stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signals_finish_the_current_file_and_exit_cleanly(tiny_model_file, folders, signum):
+    in_dir, out_dir = folders
+    for index in range(30):
+        small_png(in_dir / f"s{index:02d}.png", seed=index, size=48)
+    command = [sys.executable, "-m", "srgan_cli", "watch", str(in_dir), "-o", str(out_dir), "-m", str(tiny_model_file),
+               "--json", "--settle", "0.2", "--tile", "24", "--overlap", "4"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    events = []
+    for line in process.stdout:
+        events.append(json.loads(line))
+        if events[-1]["event"] == "processing":
+            process.send_signal(signum)
+            break
+    rest, stderr = process.communicate(timeout=60)
+    events += [json.loads(line) for line in rest.splitlines()]
+    assert process.returncode == 0, stderr
+    assert events[-1]["event"] == "stop"
+    results = [event for event in events if event["event"] == "result"]
+    assert results and all(event["status"] == "done" for event in results), "the file in hand was finished"
+    assert len(journal_done(out_dir)) == len(results) < 30
+    assert not list(out_dir.rglob("*.partial"))
