@@ -30,9 +30,13 @@ Image.MAX_IMAGE_PIXELS = None
 DEFAULT_MAX_PIXELS = 40_000_000
 """Largest input accepted by default: 40 Mpx in is 640 Mpx (1.9 GB as RGB) out at 4×."""
 
-FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP", "tiff": "TIFF", "bmp": "BMP"}
-_EXTENSIONS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp", ".tif": "tiff", ".tiff": "tiff", ".bmp": "bmp"}
-FORMAT_EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "tiff": ".tif", "bmp": ".bmp"}
+FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP", "tiff": "TIFF", "bmp": "BMP", "pam": "PAM"}
+_EXTENSIONS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp", ".tif": "tiff", ".tiff": "tiff", ".bmp": "bmp",
+               ".pam": "pam"}
+FORMAT_EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "tiff": ".tif", "bmp": ".bmp", "pam": ".pam"}
+# Netpbm PAM: uncompressed 8- or 16-bit samples behind a text header; programs without image
+# libraries (the GIMP plug-in) exchange pixels through it at full precision.
+_PAM_TUPLE_TYPES = {1: "GRAYSCALE", 2: "GRAYSCALE_ALPHA", 3: "RGB", 4: "RGB_ALPHA"}
 _ORIENTATION_TAG = 0x0112
 # A TIFF's first IFD doubles as its EXIF; these tags describe the source file's layout and
 # would be wrong in any output, so they are not carried over.
@@ -97,6 +101,9 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
         raise ImageReadError(f"{path}: is a folder; pass image files, or the folder with --recursive")
     if path.stat().st_size == 0:
         raise ImageReadError(f"{path}: file is empty (0 bytes); re-export or re-download it")
+    with path.open("rb") as stream:
+        if stream.read(3) == b"P7\n":
+            return Picture(pixels=_read_pam(path, max_pixels))
     try:
         with Image.open(path) as image:
             _check_size(path, image.size, max_pixels)
@@ -148,6 +155,39 @@ def _read_tiff_without_pillow(path: Path, max_pixels: int) -> Picture:
         raise ImageReadError(f"{path}: TIFF with {pixels.dtype} samples of shape {pixels.shape} is not supported;"
                              " save it as 8- or 16-bit gray or RGB, with or without alpha")
     return Picture(pixels=_channels_last(pixels), icc_profile=icc_profile)
+
+
+def _read_pam(path: Path, max_pixels: int) -> np.ndarray:
+    data = path.read_bytes()
+    end = data.find(b"ENDHDR\n")
+    fields: dict[str, str] = {}
+    for line in data[3 : max(end, 3)].decode("ascii", "replace").splitlines():
+        key, _, value = line.strip().partition(" ")
+        if key and not key.startswith("#"):
+            fields[key] = value.strip()
+    try:
+        width, height, depth, peak = (int(fields[key]) for key in ("WIDTH", "HEIGHT", "DEPTH", "MAXVAL"))
+    except (KeyError, ValueError):
+        raise ImageReadError(f"{path}: PAM header is incomplete (needs WIDTH, HEIGHT, DEPTH, MAXVAL, ENDHDR)") from None
+    _check_size(path, (width, height), max_pixels)
+    if end < 0 or depth not in _PAM_TUPLE_TYPES or peak not in (255, 65535):
+        raise ImageReadError(f"{path}: unsupported PAM (depth {depth}, maxval {peak}); use depth 1-4 and maxval 255 or 65535")
+    dtype = np.dtype(">u2") if peak == 65535 else np.dtype(np.uint8)
+    body = data[end + 7 :]
+    expected = width * height * depth * dtype.itemsize
+    if len(body) < expected:
+        raise ImageReadError(f"{path}: truncated PAM ({len(body)} of {expected} bytes of pixels); re-export it")
+    pixels = np.frombuffer(body[:expected], dtype=dtype).reshape(height, width, depth)
+    return pixels.astype(np.uint16 if peak == 65535 else np.uint8)
+
+
+def _write_pam(picture: Picture, path: Path) -> None:
+    pixels = picture.pixels
+    height, width, depth = pixels.shape
+    deep = pixels.dtype == np.uint16
+    header = (f"P7\nWIDTH {width}\nHEIGHT {height}\nDEPTH {depth}\nMAXVAL {65535 if deep else 255}\n"
+              f"TUPLTYPE {_PAM_TUPLE_TYPES[depth]}\nENDHDR\n")
+    path.write_bytes(header.encode("ascii") + pixels.astype(">u2" if deep else np.uint8).tobytes())
 
 
 def _check_size(path: Path, size: tuple[int, int], max_pixels: int) -> None:
@@ -225,7 +265,7 @@ def write_image(picture: Picture, path: Path, image_format: str | None = None, q
 
     image_format: 'png', 'jpeg', 'webp', 'tiff' or 'bmp'; None takes it from the extension.
     quality: 1-100 for JPEG and WebP (100 makes WebP lossless).
-    16 bits are kept in PNG and TIFF and reduced to 8 for the others. JPEG cannot hold alpha: an
+    16 bits are kept in PNG, TIFF and PAM and reduced to 8 for the others. JPEG cannot hold alpha: an
     opaque alpha channel is dropped, any other raises ImageWriteError.
     Raises ImageWriteError naming the file and the fix; no file is left at `path` on failure.
     """
@@ -248,7 +288,7 @@ def write_image(picture: Picture, path: Path, image_format: str | None = None, q
 def _fit_format(path: Path, picture: Picture, key: str) -> Picture:
     """Reduce a picture to what the format can hold."""
     pixels = picture.pixels
-    if key not in ("png", "tiff") and pixels.dtype == np.uint16:
+    if key not in ("png", "tiff", "pam") and pixels.dtype == np.uint16:
         pixels = ((pixels.astype(np.uint32) + 128) // 257).astype(np.uint8)
     if key == "jpeg" and pixels.shape[2] in (2, 4):
         alpha = pixels[:, :, -1]
@@ -263,6 +303,9 @@ def _fit_format(path: Path, picture: Picture, key: str) -> Picture:
 
 
 def _encode(picture: Picture, path: Path, key: str, quality: int) -> None:
+    if key == "pam":
+        _write_pam(picture, path)
+        return
     if picture.pixels.dtype == np.uint16:
         if key == "png":
             _write_png16(picture, path)

@@ -17,6 +17,7 @@ from rich.table import Table
 from engines import SrganError, find_model_files, load_model, model_dirs
 from engines.registry import BUNDLED_DIR, DEFAULT_MODEL_NAME
 
+from .gimp_cmd import default_plugins_dir, installed_plugin
 from .options import JsonOption
 from .state import CliState
 
@@ -68,6 +69,7 @@ def collect_info() -> dict[str, object]:
         "devices": _devices(),
         "default_model": str(default) if default.is_file() else "not installed",
         "model_dirs": [str(folder) for folder in model_dirs()],
+        "gimp_plugin": str(installed_plugin()) if installed_plugin() else f"not installed (srgan gimp install; {default_plugins_dir()})",
     }
 
 
@@ -91,6 +93,7 @@ def info(ctx: typer.Context, json_lines: JsonOption = False) -> None:
         console.print(f"device {device['name']}: {escape(details)}")
     console.print(f"default model: {escape(report['default_model'])}")
     console.print(f"model folders: {escape(', '.join(report['model_dirs']))}")
+    console.print(f"GIMP plug-in: {escape(report['gimp_plugin'])}")
 
 
 def models(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from engines import FORMAT_EXTENSIONS
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"})
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".pam"})
 DEFAULT_NAME = "{stem}_x{scale}"
 
 

@@ -26,7 +26,7 @@ def no_leftovers(folder: Path) -> bool:
 
 @pytest.mark.parametrize("channels, extension", [
     (1, ".png"), (2, ".png"), (3, ".png"), (4, ".png"),
-    (1, ".tif"), (3, ".tif"), (4, ".tif"), (3, ".bmp"), (4, ".webp"), (3, ".webp"),
+    (1, ".tif"), (3, ".tif"), (4, ".tif"), (3, ".bmp"), (4, ".webp"), (3, ".webp"), (2, ".pam"), (4, ".pam"),
 ])
 def test_lossless_round_trips_keep_pixels_and_layout(tmp_path, channels, extension):
     pixels = random_image(13, 17, channels)
@@ -40,7 +40,7 @@ def test_lossless_round_trips_keep_pixels_and_layout(tmp_path, channels, extensi
 
 
 @pytest.mark.parametrize("channels", [1, 2, 3, 4])
-@pytest.mark.parametrize("extension", [".png", ".tif"])
+@pytest.mark.parametrize("extension", [".png", ".tif", ".pam"])
 def test_sixteen_bit_round_trips(tmp_path, channels, extension):
     pixels = random_image(11, 9, channels, dtype=np.uint16)
     path = tmp_path / f"deep{extension}"
@@ -215,3 +215,12 @@ def test_unwritable_destinations_leave_nothing_behind(tmp_path):
 def test_written_files_get_normal_permissions(tmp_path):
     write_image(Picture(random_image(4, 4, 3)), tmp_path / "out.png")
     assert (tmp_path / "out.png").stat().st_mode & 0o044 == 0o044
+
+
+def test_pam_header_and_truncation(tmp_path):
+    path = tmp_path / "image.pam"
+    write_image(Picture(random_image(3, 5, 4, dtype=np.uint16)), path)
+    assert path.read_bytes().startswith(b"P7\nWIDTH 5\nHEIGHT 3\nDEPTH 4\nMAXVAL 65535\nTUPLTYPE RGB_ALPHA\nENDHDR\n")
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(ImageReadError, match="truncated PAM"):
+        read_image(path)
