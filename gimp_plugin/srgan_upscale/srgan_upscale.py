@@ -97,8 +97,8 @@ class SrganUpscale(Gimp.PlugIn):
             name,
         )
         procedure.set_attribution("srgan", "srgan", "2026")
-        procedure.add_string_argument("model", "Model file", "SRGAN model (.safetensors or .pth); empty: the bundled one",
-                                      "", GObject.ParamFlags.READWRITE)
+        procedure.add_file_argument("model", "Model file", "SRGAN model (.safetensors or .pth); none: the bundled one",
+                                    Gimp.FileChooserAction.OPEN, True, None, GObject.ParamFlags.READWRITE)
         procedure.add_int_argument("tile", "Tile size", "Tile size in input pixels, at least 48; 0: automatic", 0, 4096, 0,
                                    GObject.ParamFlags.READWRITE)
         procedure.add_string_argument("device", "Device", "auto, cpu, cuda or cuda:N", "auto", GObject.ParamFlags.READWRITE)
@@ -118,8 +118,9 @@ class SrganUpscale(Gimp.PlugIn):
             return self._fail(procedure, "select one or more (non-group) layers to upscale")
         Gimp.progress_init("SRGAN upscaling")
         try:
-            results = upscale_layers(image, layers, config.get_property("model"), config.get_property("tile"),
-                                     config.get_property("device"))
+            model = config.get_property("model")
+            results = upscale_layers(image, layers, model.get_path() if model is not None else "",
+                                     config.get_property("tile"), config.get_property("device"))
             apply_results(image, results)
         except BridgeError as error:
             return self._fail(procedure, str(error))

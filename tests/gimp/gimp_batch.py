@@ -25,7 +25,7 @@ for case in cases:
     config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
     config.set_property("image", image)
     config.set_core_object_array("drawables", [layer])
-    config.set_property("model", case["model"])
+    config.set_property("model", Gio.File.new_for_path(case["model"]) if case["model"] else None)
     config.set_property("tile", case.get("tile", 0))
     config.set_property("device", "cpu")
     values = procedure.run(config)

@@ -69,13 +69,14 @@ def test_the_plugin_upscales_a_layer_like_the_cli_and_keeps_alpha(gimp):
     pixels = random_image(20, 24, 4, seed=4)
     pixels[:, :, 3] = np.linspace(0, 255, 24, dtype=np.uint8)[None, :]
     Image.fromarray(pixels).save(host / "rgba.png")
+    (host / "broken.safetensors").write_bytes(b"\0" * 64)
     gray16 = random_image(12, 10, 1, dtype=np.uint16, seed=5)
     write_image(Picture(gray16), host / "gray16.png")
     cases = [
         {"name": "rgba", "input": f"{inside}/rgba.png", "model": f"{inside}/tiny.safetensors", "output": f"{inside}/rgba_out.png"},
         {"name": "gray16", "input": f"{inside}/gray16.png", "model": f"{inside}/tiny.safetensors",
          "output": f"{inside}/gray16_out.png"},
-        {"name": "bad-model", "input": f"{inside}/rgba.png", "model": f"{inside}/missing.safetensors"},
+        {"name": "bad-model", "input": f"{inside}/rgba.png", "model": f"{inside}/broken.safetensors"},
     ]
     records = gimp.run(cases)
     by_name = {record["name"]: record for record in records}
@@ -96,4 +97,4 @@ def test_the_plugin_upscales_a_layer_like_the_cli_and_keeps_alpha(gimp):
 
     failed = by_name["bad-model"]
     assert not failed["success"] and failed["after"] == failed["before"] == [24, 20]
-    assert "model file not found" in failed["message"]
+    assert "not a readable safetensors file" in failed["message"]
