@@ -48,8 +48,10 @@ def main() -> None:
         scores = (psnr_y(bicubic, hr, scale), psnr_y(sr, hr, scale), ssim_y(bicubic, hr, scale), ssim_y(sr, hr, scale))
         rows.append(scores)
         size = f"{hr.shape[1]}×{hr.shape[0]}"
-        print(f"{path.name[:44]:44} {size:>11} {scores[0]:8.2f} {scores[1]:8.2f} {scores[1] - scores[0]:+6.2f} "
-              f"{scores[2]:8.4f} {scores[3]:8.4f}")
+        print(
+            f"{path.name[:44]:44} {size:>11} {scores[0]:8.2f} {scores[1]:8.2f} {scores[1] - scores[0]:+6.2f} "
+            f"{scores[2]:8.4f} {scores[3]:8.4f}"
+        )
     mean = np.mean(np.array(rows), axis=0)
     print(f"{'mean':44} {'':>11} {mean[0]:8.2f} {mean[1]:8.2f} {mean[1] - mean[0]:+6.2f} {mean[2]:8.4f} {mean[3]:8.4f}")
 

@@ -81,23 +81,30 @@ def main() -> None:
         pretrained = folder / "pretrained.safetensors"
         save_model(pretrained, SRGANGenerator(GeneratorConfig()))
         vgg = folder / "vgg19-random.pth"
-        torch.save({f"features.{key.split('.', 1)[1]}": value for key, value in VGGFeatures().state_dict().items()}, vgg)
-        base = TrainSettings(batch_size=args.batch_size, device=args.device, precision=args.precision, max_side=0,
-                             validation_crop=96)
+        torch.save(
+            {f"features.{key.split('.', 1)[1]}": value for key, value in VGGFeatures().state_dict().items()}, vgg
+        )
+        base = TrainSettings(
+            batch_size=args.batch_size, device=args.device, precision=args.precision, max_side=0, validation_crop=96
+        )
         stages = {
             "pretrain": base,
             "gan (bce)": dataclasses.replace(base, stage="gan", init_generator=str(pretrained), vgg_weights=str(vgg)),
         }
         pixels = args.batch_size * base.hr_crop**2
-        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch {args.batch_size}×{base.hr_crop}², "
-              f"16 blocks × 64 channels, precision {args.precision}")
+        print(
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch {args.batch_size}×{base.hr_crop}², "
+            f"16 blocks × 64 channels, precision {args.precision}"
+        )
         print(f"{'stage':12} {'device':8} {'it/s':>7} {'HR Mpx/s':>9} {'data ms':>8} {'compute ms':>11} {'data %':>7}")
         for name, settings in stages.items():
             trainer = Trainer(settings, split, folder, warn=print)
             data, compute = measure(trainer, args.steps)
             rate = 1 / (data + compute)
-            print(f"{name:12} {trainer.device.type:8} {rate:7.2f} {rate * pixels / 1e6:9.2f} {data * 1e3:8.1f} "
-                  f"{compute * 1e3:11.1f} {100 * data / (data + compute):6.1f}%")
+            print(
+                f"{name:12} {trainer.device.type:8} {rate:7.2f} {rate * pixels / 1e6:9.2f} {data * 1e3:8.1f} "
+                f"{compute * 1e3:11.1f} {100 * data / (data + compute):6.1f}%"
+            )
 
 
 if __name__ == "__main__":

@@ -80,20 +80,39 @@ def naive_seconds(generator: SRGANGenerator, image: np.ndarray, repeats: int) ->
 
 def naive_seconds_in_fresh_process(args: argparse.Namespace) -> float:
     """The naive baseline in a new interpreter, untouched by this process's allocator setting."""
-    command = [sys.executable, __file__, "--naive-only", "--width", str(args.width), "--height", str(args.height),
-               "--repeats", str(args.repeats)]
+    command = [
+        sys.executable,
+        __file__,
+        "--naive-only",
+        "--width",
+        str(args.width),
+        "--height",
+        str(args.height),
+        "--repeats",
+        str(args.repeats),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, check=True)
     return float(result.stdout.split()[-1])
-
-
 
 
 def peak_rss_gib(model_path: Path, folder: Path) -> tuple[float, float]:
     """Peak RSS of `srgan upscale` on a 2000×1500 PNG, and its wall time."""
     source = folder / "rss_input.png"
     Image.fromarray(photo_like(1500, 2000, seed=1)).save(source)
-    command = [sys.executable, "-m", "srgan_cli", "upscale", str(source), "-o", str(folder / "rss_output.png"),
-               "--model", str(model_path), "--device", "cpu", "--overwrite"]
+    command = [
+        sys.executable,
+        "-m",
+        "srgan_cli",
+        "upscale",
+        str(source),
+        "-o",
+        str(folder / "rss_output.png"),
+        "--model",
+        str(model_path),
+        "--device",
+        "cpu",
+        "--overwrite",
+    ]
     started = time.perf_counter()
     result = subprocess.run([sys.executable, "-c", RSS_SCRIPT, *command], capture_output=True, text=True, check=True)
     seconds = time.perf_counter() - started
@@ -122,17 +141,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         model_path = Path(folder) / "bench.safetensors"
         save_model(model_path, generator, {"note": "random weights for benchmarking"})
-        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; "
-              f"input {args.width}×{args.height} → {output_mpx:.2f} output Mpx; default {TileSettings()}")
+        print(
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; "
+            f"input {args.width}×{args.height} → {output_mpx:.2f} output Mpx; default {TileSettings()}"
+        )
         if args.skip_speed:
             print_rss(args, model_path, Path(folder))
             return
         naive = output_mpx / naive_seconds_in_fresh_process(args)
         # Creating the CPU backends applies their allocator setting to this process.
-        upscalers = {precision: create_upscaler(load_model(model_path), "cpu", precision, TileSettings())
-                     for precision in (Precision.FP32, Precision.BF16)}
-        rows = [("naive: whole image, NCHW, BN, fp32", naive),
-                ("naive, with the backend's allocator setting", output_mpx / naive_seconds(generator, image, args.repeats))]
+        upscalers = {
+            precision: create_upscaler(load_model(model_path), "cpu", precision, TileSettings())
+            for precision in (Precision.FP32, Precision.BF16)
+        }
+        rows = [
+            ("naive: whole image, NCHW, BN, fp32", naive),
+            ("naive, with the backend's allocator setting", output_mpx / naive_seconds(generator, image, args.repeats)),
+        ]
         for precision, upscaler in upscalers.items():
             seconds = timed(lambda: upscaler.upscale(image), args.repeats)
             rows.append((f"Upscaler default tiles, {precision.value}", output_mpx / seconds))

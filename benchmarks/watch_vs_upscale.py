@@ -41,9 +41,25 @@ def main() -> None:
             small = Image.fromarray((rng.random((args.size // 8, args.size // 8, 3)) * 255).astype(np.uint8))
             small.resize((args.size, args.size), Image.Resampling.BICUBIC).save(folder / f"image{index:03d}.png")
         srgan = [sys.executable, "-m", "srgan_cli"]
-        upscale = run([*srgan, "upscale", str(folder), "-o", str(Path(scratch) / "upscaled"), "--device", "cpu", *model])
-        watch = run([*srgan, "watch", str(folder), "-o", str(Path(scratch) / "watched"), "--once", "--settle", "0.2",
-                     "--device", "cpu", "--json", *model])
+        upscale = run(
+            [*srgan, "upscale", str(folder), "-o", str(Path(scratch) / "upscaled"), "--device", "cpu", *model]
+        )
+        watch = run(
+            [
+                *srgan,
+                "watch",
+                str(folder),
+                "-o",
+                str(Path(scratch) / "watched"),
+                "--once",
+                "--settle",
+                "0.2",
+                "--device",
+                "cpu",
+                "--json",
+                *model,
+            ]
+        )
     print(f"{args.files} PNGs of {args.size}×{args.size}, CPU")
     print(f"{'command':24} {'seconds':>8} {'files/s':>8}")
     print(f"{'srgan upscale FOLDER':24} {upscale:8.2f} {args.files / upscale:8.2f}")

@@ -77,9 +77,7 @@ class SRGANGenerator(nn.Module):
         )
         self.upsample = nn.Sequential(
             *(
-                nn.Sequential(
-                    nn.Conv2d(width, width * 4, 3, padding=1), nn.PixelShuffle(2), nn.PReLU(width)
-                )
+                nn.Sequential(nn.Conv2d(width, width * 4, 3, padding=1), nn.PixelShuffle(2), nn.PReLU(width))
                 for _ in range(config.upsample_stages)
             )
         )

@@ -80,9 +80,7 @@ def resolve_device(spec: str) -> torch.device:
         raise BackendError(f"device '{spec}' asked for, but this PyTorch sees no CUDA GPU: use --device cpu")
     index = device.index or 0
     if index >= torch.cuda.device_count():
-        raise BackendError(
-            f"device '{spec}' does not exist: this machine has {torch.cuda.device_count()} CUDA GPU(s)"
-        )
+        raise BackendError(f"device '{spec}' does not exist: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
     return torch.device("cuda", index)
 
 
@@ -150,5 +148,7 @@ class TorchBackend(Backend):
             raise DeviceOutOfMemory(f"{self.device} ran out of memory for a batch of {tuple(batch.shape)}") from error
         except RuntimeError as error:
             if "can't allocate memory" in str(error):
-                raise DeviceOutOfMemory(f"{self.device} ran out of memory for a batch of {tuple(batch.shape)}") from error
+                raise DeviceOutOfMemory(
+                    f"{self.device} ran out of memory for a batch of {tuple(batch.shape)}"
+                ) from error
             raise BackendError(f"{self.name} failed on a batch of {tuple(batch.shape)}: {error}") from error

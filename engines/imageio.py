@@ -31,8 +31,16 @@ DEFAULT_MAX_PIXELS = 40_000_000
 """Largest input accepted by default: 40 Mpx in is 640 Mpx (1.9 GB as RGB) out at 4×."""
 
 FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP", "tiff": "TIFF", "bmp": "BMP", "pam": "PAM"}
-_EXTENSIONS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp", ".tif": "tiff", ".tiff": "tiff", ".bmp": "bmp",
-               ".pam": "pam"}
+_EXTENSIONS = {
+    ".png": "png",
+    ".jpg": "jpeg",
+    ".jpeg": "jpeg",
+    ".webp": "webp",
+    ".tif": "tiff",
+    ".tiff": "tiff",
+    ".bmp": "bmp",
+    ".pam": "pam",
+}
 FORMAT_EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "tiff": ".tif", "bmp": ".bmp", "pam": ".pam"}
 # Netpbm PAM: uncompressed 8- or 16-bit samples behind a text header; programs without image
 # libraries (the GIMP plug-in) exchange pixels through it at full precision.
@@ -40,8 +48,30 @@ _PAM_TUPLE_TYPES = {1: "GRAYSCALE", 2: "GRAYSCALE_ALPHA", 3: "RGB", 4: "RGB_ALPH
 _ORIENTATION_TAG = 0x0112
 # A TIFF's first IFD doubles as its EXIF; these tags describe the source file's layout and
 # would be wrong in any output, so they are not carried over.
-_TIFF_STRUCTURE_TAGS = (256, 257, 258, 259, 262, 273, 277, 278, 279, 282, 283, 284, 296, 317, 320,
-                        322, 323, 324, 325, 338, 339, 34675)
+_TIFF_STRUCTURE_TAGS = (
+    256,
+    257,
+    258,
+    259,
+    262,
+    273,
+    277,
+    278,
+    279,
+    282,
+    283,
+    284,
+    296,
+    317,
+    320,
+    322,
+    323,
+    324,
+    325,
+    338,
+    339,
+    34675,
+)
 
 
 @dataclass(frozen=True)
@@ -82,7 +112,8 @@ def format_for(path: Path, requested: str | None = None) -> str:
     key = _EXTENSIONS.get(Path(path).suffix.lower())
     if key is None:
         raise ImageWriteError(
-            f"{path}: cannot tell the output format from '{Path(path).suffix}'; use .png, .jpg, .webp, .tif or .bmp, or --format"
+            f"{path}: cannot tell the output format from '{Path(path).suffix}';"
+            " use .png, .jpg, .webp, .tif or .bmp, or --format"
         )
     return key
 
@@ -119,9 +150,7 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
     except UnidentifiedImageError:
         if _is_tiff(path):
             return _read_tiff_without_pillow(path, max_pixels)
-        raise ImageReadError(
-            f"{path}: not an image file that can be read; use PNG, JPEG, WebP, TIFF or BMP"
-        ) from None
+        raise ImageReadError(f"{path}: not an image file that can be read; use PNG, JPEG, WebP, TIFF or BMP") from None
     except (OSError, ValueError, SyntaxError, struct.error, zlib.error, RuntimeError) as error:
         raise ImageReadError(
             f"{path}: truncated or corrupt image ({_first_line(error)}); re-export or re-download it"
@@ -152,8 +181,10 @@ def _read_tiff_without_pillow(path: Path, max_pixels: int) -> Picture:
     except (tifffile.TiffFileError, ValueError, OSError) as error:
         raise ImageReadError(f"{path}: truncated or corrupt TIFF ({_first_line(error)}); re-export it") from None
     if pixels.dtype not in (np.uint8, np.uint16) or pixels.ndim not in (2, 3) or _channels_last(pixels).shape[2] > 4:
-        raise ImageReadError(f"{path}: TIFF with {pixels.dtype} samples of shape {pixels.shape} is not supported;"
-                             " save it as 8- or 16-bit gray or RGB, with or without alpha")
+        raise ImageReadError(
+            f"{path}: TIFF with {pixels.dtype} samples of shape {pixels.shape} is not supported;"
+            " save it as 8- or 16-bit gray or RGB, with or without alpha"
+        )
     return Picture(pixels=_channels_last(pixels), icc_profile=icc_profile)
 
 
@@ -171,7 +202,9 @@ def _read_pam(path: Path, max_pixels: int) -> np.ndarray:
         raise ImageReadError(f"{path}: PAM header is incomplete (needs WIDTH, HEIGHT, DEPTH, MAXVAL, ENDHDR)") from None
     _check_size(path, (width, height), max_pixels)
     if end < 0 or depth not in _PAM_TUPLE_TYPES or peak not in (255, 65535):
-        raise ImageReadError(f"{path}: unsupported PAM (depth {depth}, maxval {peak}); use depth 1-4 and maxval 255 or 65535")
+        raise ImageReadError(
+            f"{path}: unsupported PAM (depth {depth}, maxval {peak}); use depth 1-4 and maxval 255 or 65535"
+        )
     dtype = np.dtype(">u2") if peak == 65535 else np.dtype(np.uint8)
     body = data[end + 7 :]
     expected = width * height * depth * dtype.itemsize
@@ -185,8 +218,10 @@ def _write_pam(picture: Picture, path: Path) -> None:
     pixels = picture.pixels
     height, width, depth = pixels.shape
     deep = pixels.dtype == np.uint16
-    header = (f"P7\nWIDTH {width}\nHEIGHT {height}\nDEPTH {depth}\nMAXVAL {65535 if deep else 255}\n"
-              f"TUPLTYPE {_PAM_TUPLE_TYPES[depth]}\nENDHDR\n")
+    header = (
+        f"P7\nWIDTH {width}\nHEIGHT {height}\nDEPTH {depth}\nMAXVAL {65535 if deep else 255}\n"
+        f"TUPLTYPE {_PAM_TUPLE_TYPES[depth]}\nENDHDR\n"
+    )
     path.write_bytes(header.encode("ascii") + pixels.astype(">u2" if deep else np.uint8).tobytes())
 
 
@@ -275,7 +310,9 @@ def write_image(picture: Picture, path: Path, image_format: str | None = None, q
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ImageWriteError(f"{path.parent}: cannot create the output folder ({error.strerror}); choose another") from None
+        raise ImageWriteError(
+            f"{path.parent}: cannot create the output folder ({error.strerror}); choose another"
+        ) from None
     try:
         with atomic_path(path) as temporary:
             _encode(picture, temporary, key, quality)

@@ -137,7 +137,9 @@ def save_model(
         with atomic_path(path) as temporary:
             save_file(tensors, temporary, metadata=metadata)
     except OSError as error:
-        raise ModelFileError(f"{path}: cannot write the model file ({error.strerror}); choose a writable folder") from error
+        raise ModelFileError(
+            f"{path}: cannot write the model file ({error.strerror}); choose a writable folder"
+        ) from error
 
 
 def load_generator(path: Path) -> tuple[SRGANGenerator, ModelInfo]:
@@ -156,7 +158,8 @@ def load_generator(path: Path) -> tuple[SRGANGenerator, ModelInfo]:
         tensors, metadata, file_format = _read_pytorch(path), {}, "pytorch"
     else:
         raise ModelFileError(
-            f"{path}: unknown model file type '{path.suffix}'; expected .safetensors or a PyTorch state dict (.pth, .pt)"
+            f"{path}: unknown model file type '{path.suffix}';"
+            " expected .safetensors or a PyTorch state dict (.pth, .pt)"
         )
     config = _config_from_tensors(path, tensors)
     _check_metadata(path, metadata, config)
@@ -202,7 +205,8 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
             header = json.loads(stream.read(header_length))
     except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as error:
         raise ModelFileError(
-            f"{path}: not a readable safetensors file (truncated or corrupt: {_first_line(error)}); re-download or re-export it"
+            f"{path}: not a readable safetensors file (truncated or corrupt: {_first_line(error)});"
+            " re-download or re-export it"
         ) from error
     metadata = header.get("__metadata__") or {}
     if metadata.get("format", FORMAT_NAME) != FORMAT_NAME:
@@ -238,7 +242,9 @@ def _unwrap_state_dict(path: Path, loaded: object) -> dict[str, torch.Tensor]:
             break
         loaded = inner
     if not isinstance(loaded, dict) or not _is_tensor_dict(loaded):
-        raise ModelFileError(f"{path}: no state dict of tensors found; expected a generator state dict or a checkpoint holding one")
+        raise ModelFileError(
+            f"{path}: no state dict of tensors found; expected a generator state dict or a checkpoint holding one"
+        )
     tensors = {}
     for name, value in loaded.items():
         while name.startswith(_PREFIXES):
@@ -288,7 +294,9 @@ def _check_metadata(path: Path, metadata: dict[str, str], config: GeneratorConfi
 
 
 def _load_state(path: Path, generator: SRGANGenerator, tensors: dict[str, torch.Tensor]) -> None:
-    expected = {name: value for name, value in generator.state_dict().items() if not name.endswith("num_batches_tracked")}
+    expected = {
+        name: value for name, value in generator.state_dict().items() if not name.endswith("num_batches_tracked")
+    }
     given = {name: value for name, value in tensors.items() if not name.endswith("num_batches_tracked")}
     missing = sorted(set(expected) - set(given))
     unexpected = sorted(set(given) - set(expected))

@@ -63,8 +63,11 @@ def plan_axis(length: int, window: int, overlap: int, shrink: bool = True) -> li
     inner = [overlap + round(i * (length - 2 * overlap) / count) for i in range(1, count)]
     bounds = [0, *inner, length]
     if shrink:
-        window = max(bounds[1] + overlap, length - bounds[-2] + overlap,
-                     *(end - start + 2 * overlap for start, end in zip(bounds[1:-2], bounds[2:-1])))
+        window = max(
+            bounds[1] + overlap,
+            length - bounds[-2] + overlap,
+            *(end - start + 2 * overlap for start, end in zip(bounds[1:-2], bounds[2:-1])),
+        )
     spans = []
     for index in range(count):
         core_start, core_end = bounds[index], bounds[index + 1]
@@ -76,9 +79,7 @@ def plan_axis(length: int, window: int, overlap: int, shrink: bool = True) -> li
     return spans
 
 
-def plan_tiles(
-    height: int, width: int, window: tuple[int, int], overlap: int, shrink: bool = True
-) -> list[Tile]:
+def plan_tiles(height: int, width: int, window: tuple[int, int], overlap: int, shrink: bool = True) -> list[Tile]:
     """All tiles of a height×width image in raster order (the order blending relies on).
 
     window: (rows, columns) of a tile's largest window in input pixels; see `plan_axis` for

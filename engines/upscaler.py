@@ -86,8 +86,12 @@ class Upscaler:
         height, width, channels = image.shape
         scale = self.scale
         output = np.empty((height * scale, width * scale, channels), dtype=image.dtype)
-        passes = [_Pass(image[:, :, :3] if channels >= 3 else image[:, :, :1],
-                        output[:, :, :3] if channels >= 3 else output[:, :, :1])]
+        passes = [
+            _Pass(
+                image[:, :, :3] if channels >= 3 else image[:, :, :1],
+                output[:, :, :3] if channels >= 3 else output[:, :, :1],
+            )
+        ]
         if channels in (2, 4):
             alpha, alpha_out = image[:, :, -1:], output[:, :, -1:]
             if alpha.min() == alpha.max():
@@ -146,7 +150,9 @@ class Upscaler:
         Returns N×(s·h)×(s·w)×k quantised to the source's dtype, on the host.
         """
         backend = self.backend
-        windows = np.stack([source[t.y.window_start : t.y.window_end, t.x.window_start : t.x.window_end] for t in tiles])
+        windows = np.stack(
+            [source[t.y.window_start : t.y.window_end, t.x.window_start : t.x.window_end] for t in tiles]
+        )
         peak = float(np.iinfo(source.dtype).max)
         batch = torch.from_numpy(windows.astype(np.int32) if source.dtype == np.uint16 else windows)
         batch = batch.to(backend.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(peak)
@@ -172,9 +178,7 @@ def _as_channels(pixels: np.ndarray) -> np.ndarray:
     return image
 
 
-def _pad_to_engine(
-    batch: torch.Tensor, tile_shape: tuple[int, int] | None, batch_size: int | None
-) -> torch.Tensor:
+def _pad_to_engine(batch: torch.Tensor, tile_shape: tuple[int, int] | None, batch_size: int | None) -> torch.Tensor:
     """Pad a batch up to an engine's fixed tile shape (replicating edges) and batch size."""
     if tile_shape is not None:
         pad_rows, pad_columns = tile_shape[0] - batch.shape[2], tile_shape[1] - batch.shape[3]

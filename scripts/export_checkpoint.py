@@ -26,7 +26,9 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("output", type=Path)
     parser.add_argument("--half", action="store_true", help="store float16 weights")
-    parser.add_argument("--photos", type=Path, default=Path("data/photos"), help="the run's photo folder, for the summary")
+    parser.add_argument(
+        "--photos", type=Path, default=Path("data/photos"), help="the run's photo folder, for the summary"
+    )
     args = parser.parse_args()
 
     settings = load_settings(args.run_dir / SETTINGS_NAME)

@@ -20,8 +20,14 @@ WIDTH, HEIGHT = 192, 128
 def chart() -> Image.Image:
     ramp = np.linspace(0, 255, WIDTH, dtype=np.float32)
     rows = np.linspace(0, 1, HEIGHT, dtype=np.float32)[:, None]
-    pixels = np.stack([np.broadcast_to(ramp, (HEIGHT, WIDTH)), 255 * rows * np.ones((1, WIDTH)),
-                       np.broadcast_to(ramp[::-1], (HEIGHT, WIDTH))], axis=2)
+    pixels = np.stack(
+        [
+            np.broadcast_to(ramp, (HEIGHT, WIDTH)),
+            255 * rows * np.ones((1, WIDTH)),
+            np.broadcast_to(ramp[::-1], (HEIGHT, WIDTH)),
+        ],
+        axis=2,
+    )
     image = Image.fromarray(pixels.astype(np.uint8))
     draw = ImageDraw.Draw(image)
     draw.rectangle((8, 8, 88, 60), fill=(245, 245, 240), outline=(20, 20, 20), width=2)

@@ -69,7 +69,9 @@ def collect_info() -> dict[str, object]:
         "devices": _devices(),
         "default_model": str(default) if default.is_file() else "not installed",
         "model_dirs": [str(folder) for folder in model_dirs()],
-        "gimp_plugin": str(installed_plugin()) if installed_plugin() else f"not installed (srgan gimp install; {default_plugins_dir()})",
+        "gimp_plugin": str(installed_plugin())
+        if installed_plugin()
+        else f"not installed (srgan gimp install; {default_plugins_dir()})",
     }
 
 
@@ -86,7 +88,9 @@ def info(ctx: typer.Context, json_lines: JsonOption = False) -> None:
         table.add_row(name, version)
     console.print(table)
     cuda = report["cuda"]
-    console.print(f"CUDA: {'available' if cuda['available'] else 'not available'} (torch built for CUDA {cuda['torch_cuda']})")
+    console.print(
+        f"CUDA: {'available' if cuda['available'] else 'not available'} (torch built for CUDA {cuda['torch_cuda']})"
+    )
     console.print(f"TensorRT: {escape(report['tensorrt'])}")
     for device in report["devices"]:
         details = ", ".join(f"{key} {value}" for key, value in device.items() if key != "name")
@@ -98,7 +102,9 @@ def info(ctx: typer.Context, json_lines: JsonOption = False) -> None:
 
 def models(
     ctx: typer.Context,
-    paths: Annotated[Optional[list[Path]], typer.Argument(help="Model files to inspect; the known ones when omitted.")] = None,
+    paths: Annotated[
+        Optional[list[Path]], typer.Argument(help="Model files to inspect; the known ones when omitted.")
+    ] = None,
     json_lines: JsonOption = False,
 ) -> None:
     """List model files and their metadata."""

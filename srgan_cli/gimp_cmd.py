@@ -58,8 +58,12 @@ def install(plugins_dir: PluginsDirOption = None) -> None:
         with atomic_path(target / "srgan.json") as temporary:
             temporary.write_text(json.dumps({"command": [sys.executable, "-m", "srgan_cli"]}, indent=2) + "\n")
     except OSError as error:
-        raise UsageProblem(f"{target}: cannot install the plug-in here ({error.strerror}); pass --plugins-dir") from None
-    Console(highlight=False).print(f"installed {escape(str(target))}; restart GIMP, then use Filters → Enhance → SRGAN 4×")
+        raise UsageProblem(
+            f"{target}: cannot install the plug-in here ({error.strerror}); pass --plugins-dir"
+        ) from None
+    Console(highlight=False).print(
+        f"installed {escape(str(target))}; restart GIMP, then use Filters → Enhance → SRGAN 4×"
+    )
 
 
 @app.command("uninstall")

@@ -106,7 +106,11 @@ def plan_jobs(
     claimed: dict[Path, Path] = {}
     jobs = []
     for item in inputs:
-        target = output if output_file and output is not None else output_path(item, output, name_template, scale, image_format)
+        target = (
+            output
+            if output_file and output is not None
+            else output_path(item, output, name_template, scale, image_format)
+        )
         key = target.resolve()
         if key in sources:
             problem = f"{target}: the output would overwrite an input; choose another -o folder or --name"

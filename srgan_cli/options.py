@@ -13,13 +13,21 @@ _DEFAULTS = TileSettings()
 
 ModelOption = Annotated[
     Optional[Path],
-    typer.Option("--model", "-m", help="Model file (.safetensors or .pth); the bundled 4× model when omitted.",
-                 show_default=False),
+    typer.Option(
+        "--model",
+        "-m",
+        help="Model file (.safetensors or .pth); the bundled 4× model when omitted.",
+        show_default=False,
+    ),
 ]
 TileOption = Annotated[
     Optional[int],
-    typer.Option("--tile", min=16, show_default="160 on CPU, 512 on CUDA",
-                 help="Tile size in input pixels: larger is faster but needs more memory."),
+    typer.Option(
+        "--tile",
+        min=16,
+        show_default="160 on CPU, 512 on CUDA",
+        help="Tile size in input pixels: larger is faster but needs more memory.",
+    ),
 ]
 OverlapOption = Annotated[
     int, typer.Option("--overlap", min=0, help="Pixels of context read around each tile; hides seams.")
@@ -31,7 +39,9 @@ PrecisionOption = Annotated[
 ]
 MaxPixelsOption = Annotated[
     int,
-    typer.Option("--max-pixels", min=0, help="Refuse inputs with more pixels than this (decompression bomb guard); 0: no limit."),
+    typer.Option(
+        "--max-pixels", min=0, help="Refuse inputs with more pixels than this (decompression bomb guard); 0: no limit."
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object per line on stdout, for programs.")]
 

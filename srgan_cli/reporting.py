@@ -69,7 +69,9 @@ class JsonReporter:
         )
 
     def summary(self, tally: Tally, seconds: float) -> None:
-        self._emit(event="summary", done=tally.done, skipped=tally.skipped, failed=tally.failed, seconds=round(seconds, 3))
+        self._emit(
+            event="summary", done=tally.done, skipped=tally.skipped, failed=tally.failed, seconds=round(seconds, 3)
+        )
 
     def close(self) -> None:
         pass
@@ -112,7 +114,9 @@ class RichReporter:
         if self._overall is not None:
             self._progress.advance(self._overall)
         if status == "done":
-            self._progress.console.print(f"[green]✓[/] {escape(str(source))} → {escape(str(target))} [dim]{seconds:.1f} s[/]", soft_wrap=True)
+            self._progress.console.print(
+                f"[green]✓[/] {escape(str(source))} → {escape(str(target))} [dim]{seconds:.1f} s[/]", soft_wrap=True
+            )
         elif status == "skipped":
             self._progress.console.print(f"[yellow]-[/] {escape(str(source))}: {escape(detail)}", soft_wrap=True)
         else:

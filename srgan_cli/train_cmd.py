@@ -20,10 +20,18 @@ from .state import CliState
 
 def train(
     ctx: typer.Context,
-    data_dir: Annotated[Path, typer.Argument(help="Folder of training photos (searched recursively).", show_default=False)],
-    out: Annotated[Path, typer.Option("--out", help="Run folder: settings, checkpoints, metrics, validation grids, model.")],
-    config: Annotated[Optional[Path], typer.Option("--config", help="TOML file of settings; flags override it.")] = None,
-    lr_dir: Annotated[Optional[Path], typer.Option("--lr-dir", help="LR images paired by name with DATA_DIR's.")] = None,
+    data_dir: Annotated[
+        Path, typer.Argument(help="Folder of training photos (searched recursively).", show_default=False)
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="Run folder: settings, checkpoints, metrics, validation grids, model.")
+    ],
+    config: Annotated[
+        Optional[Path], typer.Option("--config", help="TOML file of settings; flags override it.")
+    ] = None,
+    lr_dir: Annotated[
+        Optional[Path], typer.Option("--lr-dir", help="LR images paired by name with DATA_DIR's.")
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint.")] = False,
     steps: Annotated[Optional[int], typer.Option("--steps", help="Optimizer steps in all.")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Crops per step.")] = None,
@@ -34,12 +42,20 @@ def train(
     device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = None,
     precision: Annotated[Optional[str], typer.Option("--precision", help="auto, fp32 or bf16.")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for weights, crops and the split.")] = None,
-    validate_every: Annotated[Optional[int], typer.Option("--validate-every", help="Steps between validations.")] = None,
-    checkpoint_every: Annotated[Optional[int], typer.Option("--checkpoint-every", help="Steps between checkpoints.")] = None,
+    validate_every: Annotated[
+        Optional[int], typer.Option("--validate-every", help="Steps between validations.")
+    ] = None,
+    checkpoint_every: Annotated[
+        Optional[int], typer.Option("--checkpoint-every", help="Steps between checkpoints.")
+    ] = None,
     holdout: Annotated[Optional[int], typer.Option("--holdout", help="Photos held out for validation.")] = None,
     stage: Annotated[Optional[str], typer.Option("--stage", help="pretrain or gan.")] = None,
-    init_generator: Annotated[Optional[Path], typer.Option("--init-generator", help="Model file to start from.")] = None,
-    vgg_weights: Annotated[Optional[Path], typer.Option("--vgg-weights", help="torchvision VGG19 weights file.")] = None,
+    init_generator: Annotated[
+        Optional[Path], typer.Option("--init-generator", help="Model file to start from.")
+    ] = None,
+    vgg_weights: Annotated[
+        Optional[Path], typer.Option("--vgg-weights", help="torchvision VGG19 weights file.")
+    ] = None,
     adversarial: Annotated[Optional[str], typer.Option("--adversarial", help="bce, ragan or wgan-gp.")] = None,
 ) -> None:
     """Train a 4× SRGAN generator on a folder of photos: SRResNet pretraining, then the GAN stage.
@@ -47,15 +63,36 @@ def train(
     Under torchrun every process trains (DDP) and rank 0 reports: torchrun --nproc-per-node N -m srgan_cli train ...
     """
     ctx.ensure_object(CliState)
-    overrides = dict(steps=steps, batch_size=batch_size, learning_rate=learning_rate, blocks=blocks, channels=channels,
-                     hr_crop=hr_crop, device=device, precision=precision, seed=seed, validate_every=validate_every,
-                     checkpoint_every=checkpoint_every, holdout=holdout, stage=stage,
-                     init_generator=str(init_generator) if init_generator else None, lr_dir=str(lr_dir) if lr_dir else None,
-                     vgg_weights=str(vgg_weights) if vgg_weights else None, adversarial=adversarial)
+    overrides = dict(
+        steps=steps,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        blocks=blocks,
+        channels=channels,
+        hr_crop=hr_crop,
+        device=device,
+        precision=precision,
+        seed=seed,
+        validate_every=validate_every,
+        checkpoint_every=checkpoint_every,
+        holdout=holdout,
+        stage=stage,
+        init_generator=str(init_generator) if init_generator else None,
+        lr_dir=str(lr_dir) if lr_dir else None,
+        vgg_weights=str(vgg_weights) if vgg_weights else None,
+        adversarial=adversarial,
+    )
     settings = load_settings(config, overrides)
     console = Console(highlight=False)
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
-                        TimeElapsedColumn(), TimeRemainingColumn(), console=console)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
     task = progress.add_task("training", total=settings.steps, status="")
     clock = {"start": time.perf_counter(), "first": 0}
 
@@ -70,11 +107,17 @@ def train(
         progress.update(task, completed=step, status=f"loss {losses['total']:.5f} ({parts}) · {rate:.2f} it/s")
 
     def validated(result: Validation) -> None:
-        console.print(f"step {result.step}: PSNR-Y {result.psnr:.2f} dB (bicubic {result.bicubic_psnr:.2f}), "
-                      f"SSIM-Y {result.ssim:.4f} (bicubic {result.bicubic_ssim:.4f})")
+        console.print(
+            f"step {result.step}: PSNR-Y {result.psnr:.2f} dB (bicubic {result.bicubic_psnr:.2f}), "
+            f"SSIM-Y {result.ssim:.4f} (bicubic {result.bicubic_ssim:.4f})"
+        )
 
-    events = TrainingEvents(started=started, stepped=stepped, validated=validated,
-                            warned=lambda message: console.print(f"[yellow]warning:[/] {escape(message)}"))
+    events = TrainingEvents(
+        started=started,
+        stepped=stepped,
+        validated=validated,
+        warned=lambda message: console.print(f"[yellow]warning:[/] {escape(message)}"),
+    )
     if not start_distributed(settings.device):
         try:
             run_training(settings, data_dir, out, resume)

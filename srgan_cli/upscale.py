@@ -54,12 +54,16 @@ def upscale(
         Optional[Path],
         typer.Option("--output", "-o", help="Output file (one input) or folder; next to each input when omitted."),
     ] = None,
-    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Look in subfolders; mirror them in the output.")] = False,
+    recursive: Annotated[
+        bool, typer.Option("--recursive", "-r", help="Look in subfolders; mirror them in the output.")
+    ] = False,
     name: Annotated[str, typer.Option("--name", help="Output name template: {stem} and {scale}.")] = DEFAULT_NAME,
     image_format: Annotated[
         Optional[str], typer.Option("--format", "-f", help="png, jpeg, webp, tiff or bmp; else the input's or -o's.")
     ] = None,
-    quality: Annotated[int, typer.Option("--quality", "-q", min=1, max=100, help="JPEG/WebP quality; 100 is lossless WebP.")] = 95,
+    quality: Annotated[
+        int, typer.Option("--quality", "-q", min=1, max=100, help="JPEG/WebP quality; 100 is lossless WebP.")
+    ] = 95,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace outputs that exist.")] = False,
     model: ModelOption = None,
     tile: TileOption = DEFAULT_TILE,
@@ -147,5 +151,3 @@ def _run_job(
         return
     tally.done += 1
     reporter.finish(job.source, job.target, "done", "", time.perf_counter() - began)
-
-

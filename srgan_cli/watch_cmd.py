@@ -58,7 +58,9 @@ class JsonWatchReporter:
         self._emit(event="processing", input=source, queued=queued)
 
     def finished(self, source: str, output: str, status: str, detail: str, seconds: float, tally: WatchTally) -> None:
-        self._emit(event="result", input=source, output=output or None, status=status, detail=detail, seconds=round(seconds, 3))
+        self._emit(
+            event="result", input=source, output=output or None, status=status, detail=detail, seconds=round(seconds, 3)
+        )
 
     def stopped(self, tally: WatchTally) -> None:
         self._emit(event="stop", done=tally.done, failed=tally.failed, skipped=tally.skipped)
@@ -79,8 +81,11 @@ class LiveWatchReporter:
         table = Table.grid(padding=(0, 2))
         minutes = max((time.perf_counter() - self.began) / 60, 1e-9)
         table.add_row("watching", escape(self.folders), f"[dim]{self.mode}, {escape(self.backend)}[/]")
-        table.add_row("done", str(self.tally.done), f"failed {self.tally.failed}   queued {self.queued}   "
-                      f"{self.tally.done / minutes:.1f} files/min")
+        table.add_row(
+            "done",
+            str(self.tally.done),
+            f"failed {self.tally.failed}   queued {self.queued}   {self.tally.done / minutes:.1f} files/min",
+        )
         table.add_row("now", escape(self.current) or "[dim]waiting for files (Ctrl-C stops)[/]", "")
         return table
 
@@ -96,7 +101,9 @@ class LiveWatchReporter:
     def finished(self, source: str, output: str, status: str, detail: str, seconds: float, tally: WatchTally) -> None:
         self.tally, self.current = tally, ""
         if status == "done":
-            self.console.print(f"[green]✓[/] {escape(source)} → {escape(output)} [dim]{seconds:.1f} s[/]", soft_wrap=True)
+            self.console.print(
+                f"[green]✓[/] {escape(source)} → {escape(output)} [dim]{seconds:.1f} s[/]", soft_wrap=True
+            )
         else:
             self.console.print(f"[red]✗[/] {escape(detail)}", soft_wrap=True)
         self.live.update(self._table())
@@ -110,14 +117,29 @@ def watch(
     ctx: typer.Context,
     in_dir: Annotated[Path, typer.Argument(help="Folder to watch.", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the results (may be inside IN_DIR).")],
-    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Watch subfolders; mirror them in the output.")] = False,
-    polling: Annotated[bool, typer.Option("--polling", help="Poll instead of inotify: network shares, container mounts.")] = False,
-    settle: Annotated[float, typer.Option("--settle", min=0.0, help="Seconds a file's size and time must hold still "
-                                          "before it counts as finished (polling, and files found at start).")] = 2.0,
+    recursive: Annotated[
+        bool, typer.Option("--recursive", "-r", help="Watch subfolders; mirror them in the output.")
+    ] = False,
+    polling: Annotated[
+        bool, typer.Option("--polling", help="Poll instead of inotify: network shares, container mounts.")
+    ] = False,
+    settle: Annotated[
+        float,
+        typer.Option(
+            "--settle",
+            min=0.0,
+            help="Seconds a file's size and time must hold still "
+            "before it counts as finished (polling, and files found at start).",
+        ),
+    ] = 2.0,
     once: Annotated[bool, typer.Option("--once", help="Process what is there and exit (cron, CI).")] = False,
-    on_success: Annotated[OnSuccess, typer.Option("--on-success", help="What to do with an input once upscaled.")] = OnSuccess.KEEP,
-    archive_dir: Annotated[Optional[Path], typer.Option("--archive-dir", help="Where --on-success move puts inputs; "
-                                                        "IN_DIR/done by default.")] = None,
+    on_success: Annotated[
+        OnSuccess, typer.Option("--on-success", help="What to do with an input once upscaled.")
+    ] = OnSuccess.KEEP,
+    archive_dir: Annotated[
+        Optional[Path],
+        typer.Option("--archive-dir", help="Where --on-success move puts inputs; IN_DIR/done by default."),
+    ] = None,
     failed_dir: Annotated[Optional[Path], typer.Option("--failed-dir", help="Move inputs that fail here.")] = None,
     name: Annotated[str, typer.Option("--name", help="Output name template: {stem} and {scale}.")] = "{stem}",
     image_format: Annotated[Optional[str], typer.Option("--format", "-f", help="png, jpeg, webp, tiff or bmp.")] = None,
@@ -144,10 +166,19 @@ def watch(
         raise UsageProblem(f"--tile {tile} --overlap {overlap}: {error}") from None
     upscaler = create_upscaler(load_model_option(model), device, precision, tiles)
     settings = WatchSettings(
-        in_dir=in_dir, out_dir=output, recursive=recursive, polling=polling, settle_seconds=settle,
-        name_template=name, format_key=format_for(Path("."), image_format) if image_format else None,
-        quality=quality, max_pixels=max_pixels, on_success=on_success.value, archive_dir=archive_dir,
-        failed_dir=failed_dir, once=once,
+        in_dir=in_dir,
+        out_dir=output,
+        recursive=recursive,
+        polling=polling,
+        settle_seconds=settle,
+        name_template=name,
+        format_key=format_for(Path("."), image_format) if image_format else None,
+        quality=quality,
+        max_pixels=max_pixels,
+        on_success=on_success.value,
+        archive_dir=archive_dir,
+        failed_dir=failed_dir,
+        once=once,
     )
     reporter = JsonWatchReporter() if json_lines else LiveWatchReporter(in_dir, output)
     service = WatchService(settings, upscaler, reporter)

@@ -1,8 +1,10 @@
-"""Dependencies point inward: the core imports no front end."""
+"""Dependencies point inward (the core imports no front end), and the code passes the linter."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,3 +27,9 @@ def imported_packages(path: Path) -> set[str]:
 @pytest.mark.parametrize("path", sorted((ROOT / "engines").rglob("*.py")), ids=lambda path: path.name)
 def test_engines_import_no_front_end(path):
     assert not imported_packages(path) & FRONT_ENDS
+
+
+def test_the_code_passes_ruff():
+    """pyproject.toml's [tool.ruff] settings: pyflakes, pycodestyle, bugbear; 120 columns."""
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "--quiet", str(ROOT)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

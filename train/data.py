@@ -33,8 +33,10 @@ def bicubic_upscale(lr: torch.Tensor, scale: int) -> torch.Tensor:
 def find_images(folder: Path) -> list[Path]:
     """Image files under `folder`, recursively, sorted, hidden ones skipped."""
     return sorted(
-        path for path in Path(folder).rglob("*")
-        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+        path
+        for path in Path(folder).rglob("*")
+        if path.is_file()
+        and path.suffix.lower() in IMAGE_SUFFIXES
         and not any(part.startswith(".") for part in path.relative_to(folder).parts)
     )
 
@@ -133,7 +135,9 @@ class CropSampler:
             self.images.append(image)
             self.low.append(low)
         if not self.images:
-            raise ImageReadError(f"no usable training photos among {len(photos)} files; add photos at least {crop} pixels wide")
+            raise ImageReadError(
+                f"no usable training photos among {len(photos)} files; add photos at least {crop} pixels wide"
+            )
         areas = np.array([image.shape[0] * image.shape[1] for image in self.images], dtype=np.float64)
         self._weights = areas / areas.sum()  # big photos hold more distinct crops
 
@@ -154,8 +158,9 @@ class CropSampler:
             high[index] = _augment(image[top : top + crop_size, left : left + crop_size], flip, turns)
             if low_image is not None:
                 paired[index] = True
-                low[index] = _augment(low_image[top // scale : top // scale + small, left // scale : left // scale + small],
-                                      flip, turns)
+                low[index] = _augment(
+                    low_image[top // scale : top // scale + small, left // scale : left // scale + small], flip, turns
+                )
         hr = torch.from_numpy(high).permute(0, 3, 1, 2).float().div_(255)
         lr = bicubic_downscale(hr, scale)
         if paired.any():

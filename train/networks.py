@@ -38,7 +38,9 @@ class Discriminator(nn.Module):
                 layers.append(nn.BatchNorm2d(widths[index]))
             layers.append(nn.LeakyReLU(0.2))
         self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(6))
-        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(512 * 6 * 6, 1024), nn.LeakyReLU(0.2), nn.Linear(1024, 1))
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(512 * 6 * 6, 1024), nn.LeakyReLU(0.2), nn.Linear(1024, 1)
+        )
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(image)).squeeze(1)
@@ -99,7 +101,9 @@ def load_vgg19(weights: Path | None, allow_download: bool = True) -> VGGFeatures
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # unpickling, zip and I/O errors all mean the same to the user
-        raise SettingsError(f"{path}: not a loadable VGG19 state dict ({type(error).__name__}); expected {VGG19_FILE}") from None
+        raise SettingsError(
+            f"{path}: not a loadable VGG19 state dict ({type(error).__name__}); expected {VGG19_FILE}"
+        ) from None
     return _vgg_from_state(path, state)
 
 
@@ -112,9 +116,9 @@ def _vgg_from_state(path: Path, state: object) -> VGGFeatures:
     missing = sorted(set(expected) - set(features))
     wrong = [key for key in features if features[key].shape != expected[key].shape]
     if missing or wrong:
+        problem = f"missing {', '.join(missing[:3])}" if missing else f"shapes of {', '.join(wrong[:3])}"
         raise SettingsError(
-            f"{path}: not torchvision's VGG19 layout ({'missing ' + ', '.join(missing[:3]) if missing else 'shapes of ' + ', '.join(wrong[:3])});"
-            f" expected {VGG19_FILE}"
+            f"{path}: not torchvision's VGG19 layout ({problem}); expected {VGG19_FILE}"
         )
     network.load_state_dict(features)
     return network.requires_grad_(False).eval()

@@ -74,10 +74,15 @@ def prepare_run_dir(run_dir: Path, settings: TrainSettings, resume: bool) -> Non
         if not resume:
             raise SettingsError(f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out")
         before = load_settings(saved)
-        changed = [item.name for item in fields(settings)
-                   if item.name not in SCHEDULE_SETTINGS and getattr(before, item.name) != getattr(settings, item.name)]
+        changed = [
+            item.name
+            for item in fields(settings)
+            if item.name not in SCHEDULE_SETTINGS and getattr(before, item.name) != getattr(settings, item.name)
+        ]
         if changed:
-            raise SettingsError(f"{saved}: the run was started with other {', '.join(changed)}; resume with the same ones")
+            raise SettingsError(
+                f"{saved}: the run was started with other {', '.join(changed)}; resume with the same ones"
+            )
     with atomic_path(saved) as temporary:
         temporary.write_text(settings.to_toml())
 
@@ -96,7 +101,9 @@ def run_training(
     every rank trains and rank 0 alone validates, checkpoints, logs and exports.
     """
     photos: list[Photo] = (
-        list(find_pairs(data_dir, Path(settings.lr_dir), events.warned)) if settings.lr_dir else list(find_images(data_dir))
+        list(find_pairs(data_dir, Path(settings.lr_dir), events.warned))
+        if settings.lr_dir
+        else list(find_images(data_dir))
     )
     split: PhotoSplit = split_photos(photos, settings.holdout, settings.seed)
     leader = not dist.is_initialized() or dist.get_rank() == 0

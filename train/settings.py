@@ -29,15 +29,23 @@ class TrainSettings:
     blocks: int = _option(16, "residual blocks in the generator")
     channels: int = _option(64, "feature channels in the generator")
     batchnorm: bool = _option(True, "BatchNorm in the residual blocks, as in the paper")
-    lr_dir: str = _option("", "folder of LR images paired by name with the photos (HR); empty: LR by bicubic downscaling")
+    lr_dir: str = _option(
+        "", "folder of LR images paired by name with the photos (HR); empty: LR by bicubic downscaling"
+    )
     hr_crop: int = _option(96, "side of the random high-resolution crops, in pixels")
     batch_size: int = _option(16, "crops per step")
     steps: int = _option(100_000, "optimizer steps in all")
     learning_rate: float = _option(1e-4, "Adam learning rate (generator and discriminator)")
-    lr_drop_step: int = _option(0, "step after which the learning rate is divided by 10 (the paper: 1e-4, then 1e-5); 0: never")
+    lr_drop_step: int = _option(
+        0, "step after which the learning rate is divided by 10 (the paper: 1e-4, then 1e-5); 0: never"
+    )
     pixel_loss: str = _option("mse", "mse or l1")
-    pixel_weight: float = _option(0.0, "gan stage: weight of an RGB pixel term next to the VGG loss, against colour drift")
-    vgg_weights: str = _option("", "gan stage: torchvision VGG19 weights (vgg19-dcbb9e9d.pth); default: the torch hub cache")
+    pixel_weight: float = _option(
+        0.0, "gan stage: weight of an RGB pixel term next to the VGG loss, against colour drift"
+    )
+    vgg_weights: str = _option(
+        "", "gan stage: torchvision VGG19 weights (vgg19-dcbb9e9d.pth); default: the torch hub cache"
+    )
     feature_scale: float = _option(1 / 12.75, "gan stage: factor applied to the conv5_4 features before their MSE")
     adversarial: str = _option("bce", "gan stage: bce (the paper's), ragan (relativistic average) or wgan-gp")
     adversarial_weight: float = _option(1e-3, "gan stage: weight of the adversarial loss")
@@ -45,7 +53,9 @@ class TrainSettings:
     ema_decay: float = _option(0.999, "decay of the generator's exponential moving average; 0 disables it")
     grad_clip: float = _option(1.0, "largest gradient norm; 0 disables clipping")
     seed: int = _option(0, "seed for weights, crops and the hold-out split")
-    precision: str = _option("auto", "auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16 (CUDA, loss-scaled); autocast, losses in fp32")
+    precision: str = _option(
+        "auto", "auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16 (CUDA, loss-scaled); autocast, losses in fp32"
+    )
     device: str = _option("auto", "auto, cpu, cuda or cuda:N")
     max_side: int = _option(2048, "photos with a longer side are downscaled to it before cropping; 0 keeps them")
     holdout: int = _option(4, "photos held out for validation when no validation folder is given")
@@ -86,7 +96,13 @@ class TrainSettings:
         lines = []
         for item in fields(self):
             value = getattr(self, item.name)
-            literal = str(value).lower() if isinstance(value, bool) else repr(value) if isinstance(value, (int, float)) else f'"{value}"'
+            literal = (
+                str(value).lower()
+                if isinstance(value, bool)
+                else repr(value)
+                if isinstance(value, (int, float))
+                else f'"{value}"'
+            )
             lines.append(f"# {item.metadata['description']}\n{item.name} = {literal}")
         return "\n".join(lines) + "\n"
 

@@ -133,7 +133,9 @@ class Trainer:
         rows, columns = image.shape[0] // scale, image.shape[1] // scale
         top, left = (max(0, (rows - side // scale) // 2), max(0, (columns - side // scale) // 2)) if side else (0, 0)
         size_rows, size_columns = (min(rows, side // scale), min(columns, side // scale)) if side else (rows, columns)
-        hr = np.ascontiguousarray(image[top * scale : (top + size_rows) * scale, left * scale : (left + size_columns) * scale])
+        hr = np.ascontiguousarray(
+            image[top * scale : (top + size_rows) * scale, left * scale : (left + size_columns) * scale]
+        )
         if low is None:
             lr = to_uint8(bicubic_downscale(torch.from_numpy(hr).permute(2, 0, 1)[None].float().div(255), scale))[0]
         else:
@@ -231,7 +233,9 @@ class Trainer:
     def _update_ema(self) -> None:
         decay = self.settings.ema_decay if self.settings.ema_decay else 0.0
         decay = min(decay, (1 + self.step) / (10 + self.step))  # warm-up: early weights fade fast
-        for average, current in zip(self.ema.state_dict().values(), self._generator_module.state_dict().values(), strict=True):
+        for average, current in zip(
+            self.ema.state_dict().values(), self._generator_module.state_dict().values(), strict=True
+        ):
             if average.is_floating_point():
                 average.lerp_(current, 1 - decay)
             else:
@@ -250,7 +254,9 @@ class Trainer:
         for hr, lr in self.validation_images:
             sr = upscaler.upscale(lr)
             bicubic = to_uint8(bicubic_upscale(torch.from_numpy(lr).permute(2, 0, 1)[None].float().div(255), scale))[0]
-            scores.append((psnr_y(sr, hr, scale), ssim_y(sr, hr, scale), psnr_y(bicubic, hr, scale), ssim_y(bicubic, hr, scale)))
+            scores.append(
+                (psnr_y(sr, hr, scale), ssim_y(sr, hr, scale), psnr_y(bicubic, hr, scale), ssim_y(bicubic, hr, scale))
+            )
             nearest = np.asarray(Image.fromarray(lr).resize(hr.shape[1::-1], Image.Resampling.NEAREST))
             rows.append(np.concatenate([nearest, bicubic, sr, hr], axis=1))
         self._save_grid(rows)
@@ -290,7 +296,9 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.discriminator is not None:
             if "discriminator" not in state:
-                raise SettingsError(f"{path}: a pretrain checkpoint; start the gan stage in a new run with --init-generator")
+                raise SettingsError(
+                    f"{path}: a pretrain checkpoint; start the gan stage in a new run with --init-generator"
+                )
             self.discriminator.load_state_dict(state["discriminator"])
             self.d_optimizer.load_state_dict(state["d_optimizer"])
         self.step = int(state["step"])
@@ -305,7 +313,9 @@ class Trainer:
             "data": f"{photos} photos ({len(self.split.validation)} held out)",
             "steps": str(self.step),
             "batch": f"{self.settings.batch_size}×{self.settings.hr_crop}²",
-            "loss": self.settings.pixel_loss if self.settings.stage == "pretrain" else f"vgg54+{self.settings.adversarial}",
+            "loss": self.settings.pixel_loss
+            if self.settings.stage == "pretrain"
+            else f"vgg54+{self.settings.adversarial}",
             "hours": f"{seconds / 3600:.2f}",
         }
         if validation is not None:
@@ -320,8 +330,18 @@ class MetricsLog:
     """Appends one CSV row per event to metrics.csv in the run folder, and writes the same
     scalars to TensorBoard (run_dir/tensorboard) when the tensorboard package is installed."""
 
-    FIELDS = ("time", "step", "loss", "discriminator", "content", "adversarial", "psnr", "ssim", "bicubic_psnr",
-              "bicubic_ssim")
+    FIELDS = (
+        "time",
+        "step",
+        "loss",
+        "discriminator",
+        "content",
+        "adversarial",
+        "psnr",
+        "ssim",
+        "bicubic_psnr",
+        "bicubic_ssim",
+    )
 
     def __init__(self, run_dir: Path) -> None:
         self.path = run_dir / "metrics.csv"
@@ -347,12 +367,29 @@ class MetricsLog:
 
     def losses(self, step: int, losses: dict[str, float]) -> None:
         named = {"loss": losses["total"], **{key: value for key, value in losses.items() if key in self.FIELDS}}
-        self._write({"time": round(time.time(), 1), "step": step, **{key: f"{value:.6f}" for key, value in named.items()}})
+        self._write(
+            {"time": round(time.time(), 1), "step": step, **{key: f"{value:.6f}" for key, value in named.items()}}
+        )
         self._scalars("loss", step, losses)
 
     def validation(self, result: Validation) -> None:
-        self._write({"time": round(time.time(), 1), "step": result.step, "psnr": f"{result.psnr:.4f}",
-                     "ssim": f"{result.ssim:.5f}", "bicubic_psnr": f"{result.bicubic_psnr:.4f}",
-                     "bicubic_ssim": f"{result.bicubic_ssim:.5f}"})
-        self._scalars("validation", result.step, {"psnr_y": result.psnr, "ssim_y": result.ssim,
-                                                  "bicubic_psnr_y": result.bicubic_psnr, "bicubic_ssim_y": result.bicubic_ssim})
+        self._write(
+            {
+                "time": round(time.time(), 1),
+                "step": result.step,
+                "psnr": f"{result.psnr:.4f}",
+                "ssim": f"{result.ssim:.5f}",
+                "bicubic_psnr": f"{result.bicubic_psnr:.4f}",
+                "bicubic_ssim": f"{result.bicubic_ssim:.5f}",
+            }
+        )
+        self._scalars(
+            "validation",
+            result.step,
+            {
+                "psnr_y": result.psnr,
+                "ssim_y": result.ssim,
+                "bicubic_psnr_y": result.bicubic_psnr,
+                "bicubic_ssim_y": result.bicubic_ssim,
+            },
+        )

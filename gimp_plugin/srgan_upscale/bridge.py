@@ -54,7 +54,17 @@ def srgan_command(plugin_dir: Path) -> list[str]:
 
 def build_arguments(command: list[str], source: Path, target: Path, model: str, tile: int, device: str) -> list[str]:
     """The full `srgan upscale` call for one layer. model '' means the bundled default; tile 0 auto."""
-    arguments = [*command, "upscale", str(source), "-o", str(target), "--json", "--overwrite", "--device", device or "auto"]
+    arguments = [
+        *command,
+        "upscale",
+        str(source),
+        "-o",
+        str(target),
+        "--json",
+        "--overwrite",
+        "--device",
+        device or "auto",
+    ]
     if model:
         arguments += ["--model", model]
     if tile:
@@ -96,10 +106,13 @@ def _die_with_parent() -> None:
 def run_upscale(arguments: list[str], progress: Callable[[float], None]) -> None:
     """Run one `srgan upscale` call, reporting its progress; raise BridgeError if it failed."""
     try:
-        process = subprocess.Popen(arguments, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                   preexec_fn=_die_with_parent)
+        process = subprocess.Popen(
+            arguments, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_die_with_parent
+        )
     except OSError as error:
-        raise BridgeError(f"{arguments[0]}: cannot start srgan ({error.strerror}); run 'srgan gimp install' again") from None
+        raise BridgeError(
+            f"{arguments[0]}: cannot start srgan ({error.strerror}); run 'srgan gimp install' again"
+        ) from None
     reasons: list[str] = []
     assert process.stdout is not None and process.stderr is not None  # both are pipes
     for line in process.stdout:
@@ -111,7 +124,9 @@ def run_upscale(arguments: list[str], progress: Callable[[float], None]) -> None
     stderr = process.stderr.read()
     if process.wait() != 0:
         lines = [line.removeprefix("error: ").strip() for line in stderr.splitlines() if line.strip()]
-        raise BridgeError(reasons[-1] if reasons else lines[-1] if lines else f"srgan exited with code {process.returncode}")
+        raise BridgeError(
+            reasons[-1] if reasons else lines[-1] if lines else f"srgan exited with code {process.returncode}"
+        )
 
 
 def write_pam(path: Path, pixels: Pixels) -> None:
@@ -122,8 +137,10 @@ def write_pam(path: Path, pixels: Pixels) -> None:
         swapped.frombytes(samples)
         swapped.byteswap()
         samples = swapped.tobytes()
-    header = (f"P7\nWIDTH {pixels.width}\nHEIGHT {pixels.height}\nDEPTH {pixels.channels}\n"
-              f"MAXVAL {65535 if pixels.deep else 255}\nTUPLTYPE {TUPLE_TYPES[pixels.channels]}\nENDHDR\n")
+    header = (
+        f"P7\nWIDTH {pixels.width}\nHEIGHT {pixels.height}\nDEPTH {pixels.channels}\n"
+        f"MAXVAL {65535 if pixels.deep else 255}\nTUPLTYPE {TUPLE_TYPES[pixels.channels]}\nENDHDR\n"
+    )
     path.write_bytes(header.encode("ascii") + samples)
 
 
@@ -137,8 +154,9 @@ def read_pam(path: Path) -> Pixels:
     width, height, channels = int(fields["WIDTH"]), int(fields["HEIGHT"]), int(fields["DEPTH"])
     deep = int(fields["MAXVAL"]) > 255
     samples = data[end + 7 :]
-    if len(samples) != width * height * channels * (2 if deep else 1):
-        raise BridgeError(f"{path}: PAM has {len(samples)} bytes of samples, expected {width * height * channels * (2 if deep else 1)}")
+    expected = width * height * channels * (2 if deep else 1)
+    if len(samples) != expected:
+        raise BridgeError(f"{path}: PAM has {len(samples)} bytes of samples, expected {expected}")
     if deep and sys.byteorder == "little":
         swapped = array.array("H")
         swapped.frombytes(samples)

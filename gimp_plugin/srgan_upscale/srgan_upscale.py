@@ -62,8 +62,10 @@ def apply_results(image, results) -> None:
     """Scale the image and write the upscaled layers, as one undo step."""
     scales = {pixels.width // extent.width for _, _, pixels, extent in results}
     scale = scales.pop() if len(scales) == 1 else 0
-    if scale < 1 or any((pixels.width, pixels.height) != (extent.width * scale, extent.height * scale)
-                        for _, _, pixels, extent in results):
+    if scale < 1 or any(
+        (pixels.width, pixels.height) != (extent.width * scale, extent.height * scale)
+        for _, _, pixels, extent in results
+    ):
         raise BridgeError("srgan returned layers whose sizes are not one whole multiple of the originals")
     image.undo_group_start()
     try:
@@ -97,11 +99,27 @@ class SrganUpscale(Gimp.PlugIn):
             name,
         )
         procedure.set_attribution("srgan", "srgan", "2026")
-        procedure.add_file_argument("model", "Model file", "SRGAN model (.safetensors or .pth); none: the bundled one",
-                                    Gimp.FileChooserAction.OPEN, True, None, GObject.ParamFlags.READWRITE)
-        procedure.add_int_argument("tile", "Tile size", "Tile size in input pixels, at least 48; 0: automatic", 0, 4096, 0,
-                                   GObject.ParamFlags.READWRITE)
-        procedure.add_string_argument("device", "Device", "auto, cpu, cuda or cuda:N", "auto", GObject.ParamFlags.READWRITE)
+        procedure.add_file_argument(
+            "model",
+            "Model file",
+            "SRGAN model (.safetensors or .pth); none: the bundled one",
+            Gimp.FileChooserAction.OPEN,
+            True,
+            None,
+            GObject.ParamFlags.READWRITE,
+        )
+        procedure.add_int_argument(
+            "tile",
+            "Tile size",
+            "Tile size in input pixels, at least 48; 0: automatic",
+            0,
+            4096,
+            0,
+            GObject.ParamFlags.READWRITE,
+        )
+        procedure.add_string_argument(
+            "device", "Device", "auto, cpu, cuda or cuda:N", "auto", GObject.ParamFlags.READWRITE
+        )
         return procedure
 
     def run(self, procedure, run_mode, image, drawables, config, data):
@@ -119,8 +137,13 @@ class SrganUpscale(Gimp.PlugIn):
         Gimp.progress_init("SRGAN upscaling")
         try:
             model = config.get_property("model")
-            results = upscale_layers(image, layers, model.get_path() if model is not None else "",
-                                     config.get_property("tile"), config.get_property("device"))
+            results = upscale_layers(
+                image,
+                layers,
+                model.get_path() if model is not None else "",
+                config.get_property("tile"),
+                config.get_property("device"),
+            )
             apply_results(image, results)
         except BridgeError as error:
             return self._fail(procedure, str(error))

@@ -53,12 +53,16 @@ class Journal:
             self.folder.mkdir(parents=True, exist_ok=True)
             self._lock = open(self.folder / "lock", "w")
         except OSError as error:
-            raise WatchStateError(f"{self.folder}: cannot create the watcher's state folder ({error.strerror})") from None
+            raise WatchStateError(
+                f"{self.folder}: cannot create the watcher's state folder ({error.strerror})"
+            ) from None
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             self._lock.close()
-            raise WatchStateError(f"{out_dir}: another srgan watch is already writing here; stop it or choose another -o") from None
+            raise WatchStateError(
+                f"{out_dir}: another srgan watch is already writing here; stop it or choose another -o"
+            ) from None
         self.path = self.folder / "journal.jsonl"
         self.failures_path = self.folder / "failures.log"
         self.entries: dict[tuple[str, str], Entry] = {}
@@ -68,11 +72,13 @@ class Journal:
     def _load(self) -> None:
         if not self.path.exists():
             return
-        for number, line in enumerate(self.path.read_text().splitlines(), start=1):
+        for line in self.path.read_text().splitlines():
             try:
                 record = json.loads(line)
                 key = (record["source"], record["digest"])
-                self.entries[key] = Entry(record["status"], record.get("output", ""), record["time"], record.get("reason", ""))
+                self.entries[key] = Entry(
+                    record["status"], record.get("output", ""), record["time"], record.get("reason", "")
+                )
             except (json.JSONDecodeError, KeyError, TypeError):
                 # A line cut short by a crash mid-write is the only expected damage; skip it.
                 continue
@@ -85,14 +91,20 @@ class Journal:
         self._stream.flush()
         os.fsync(self._stream.fileno())
         key = (str(record["source"]), str(record["digest"]))
-        self.entries[key] = Entry(str(record["status"]), str(record.get("output", "")), float(record["time"]),  # type: ignore[arg-type]
-                                  str(record.get("reason", "")))
+        self.entries[key] = Entry(
+            str(record["status"]),
+            str(record.get("output", "")),
+            float(record["time"]),  # type: ignore[arg-type]
+            str(record.get("reason", "")),
+        )
 
     def started(self, source: str, digest: str, output: str) -> None:
         self._append(status="started", source=source, digest=digest, output=output, time=time.time())
 
     def done(self, source: str, digest: str, output: str, seconds: float) -> None:
-        self._append(status="done", source=source, digest=digest, output=output, time=time.time(), seconds=round(seconds, 3))
+        self._append(
+            status="done", source=source, digest=digest, output=output, time=time.time(), seconds=round(seconds, 3)
+        )
 
     def failed(self, source: str, digest: str, reason: str) -> None:
         self._append(status="failed", source=source, digest=digest, time=time.time(), reason=reason)

@@ -63,7 +63,9 @@ class WatchReporter(Protocol):
 
     def processing(self, source: str, queued: int) -> None: ...
 
-    def finished(self, source: str, output: str, status: str, detail: str, seconds: float, tally: WatchTally) -> None: ...
+    def finished(
+        self, source: str, output: str, status: str, detail: str, seconds: float, tally: WatchTally
+    ) -> None: ...
 
     def stopped(self, tally: WatchTally) -> None: ...
 
@@ -244,7 +246,9 @@ class WatchService:
             backlog = scan(settings.in_dir, self.excluded, settings.recursive)
             for path in backlog:
                 self._settle(path)
-            self.reporter.started(len(backlog), self.upscaler.backend.name, "polling" if settings.polling else "inotify")
+            self.reporter.started(
+                len(backlog), self.upscaler.backend.name, "polling" if settings.polling else "inotify"
+            )
             try:
                 self._loop(stop)
             finally:
@@ -271,8 +275,10 @@ class WatchService:
         settings = self.settings
         decoding: deque[Future[_Prepared]] = deque()
         writing: list[_Written] = []
-        with ThreadPoolExecutor(2, thread_name_prefix="srgan-decode") as decoder, \
-                ThreadPoolExecutor(2, thread_name_prefix="srgan-encode") as encoder:
+        with (
+            ThreadPoolExecutor(2, thread_name_prefix="srgan-decode") as decoder,
+            ThreadPoolExecutor(2, thread_name_prefix="srgan-encode") as encoder,
+        ):
             while not stop.is_set():
                 busy = False
                 if len(decoding) < settings.prefetch:

@@ -18,8 +18,22 @@ def test_signals_stop_cleanly_without_partial_files(tmp_path, tiny_model_file, s
     source = tmp_path / "big.png"
     write_image(Picture(random_image(400, 400, 3)), source)
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "srgan_cli", "upscale", str(source), "-o", str(out), "-m", str(tiny_model_file),
-               "--json", "--tile", "32", "--overlap", "4"]
+    command = [
+        sys.executable,
+        "-m",
+        "srgan_cli",
+        "upscale",
+        str(source),
+        "-o",
+        str(out),
+        "-m",
+        str(tiny_model_file),
+        "--json",
+        "--tile",
+        "32",
+        "--overlap",
+        "4",
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in process.stdout:
         if json.loads(line)["event"] == "progress":

@@ -105,7 +105,9 @@ def test_format_and_quality(tmp_path, tiny_model_file, photo):
 
 
 def test_json_lines_describe_progress_and_results(tmp_path, tiny_model_file, photo):
-    result = srgan("upscale", photo, "-o", tmp_path / "o.png", "-m", tiny_model_file, "--json", "--tile", "16", "--overlap", "2")
+    result = srgan(
+        "upscale", photo, "-o", tmp_path / "o.png", "-m", tiny_model_file, "--json", "--tile", "16", "--overlap", "2"
+    )
     assert result.exit_code == 0
     events = [json.loads(line) for line in result.stdout.splitlines()]
     kinds = [event["event"] for event in events]
@@ -116,17 +118,36 @@ def test_json_lines_describe_progress_and_results(tmp_path, tiny_model_file, pho
 
 
 def test_tile_device_and_precision_options(tmp_path, tiny_model_file, photo):
-    result = srgan("upscale", photo, "-o", tmp_path / "o.png", "-m", tiny_model_file,
-                   "--tile", "24", "--overlap", "4", "--batch", "3", "--device", "cpu", "--precision", "bf16")
+    result = srgan(
+        "upscale",
+        photo,
+        "-o",
+        tmp_path / "o.png",
+        "-m",
+        tiny_model_file,
+        "--tile",
+        "24",
+        "--overlap",
+        "4",
+        "--batch",
+        "3",
+        "--device",
+        "cpu",
+        "--precision",
+        "bf16",
+    )
     assert result.exit_code == 0, result.output
     assert "torch-cpu bf16" in result.stdout
 
 
-@pytest.mark.parametrize("arguments, message", [
-    (["--tile", "24", "--overlap", "9"], "tile size"),
-    (["--name", "fixed"], "no {stem}"),
-    (["--format", "gif"], "unknown output format"),
-])
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--tile", "24", "--overlap", "9"], "tile size"),
+        (["--name", "fixed"], "no {stem}"),
+        (["--format", "gif"], "unknown output format"),
+    ],
+)
 def test_bad_option_combinations_exit_with_usage_errors(tmp_path, tiny_model_file, photo, arguments, message):
     result = srgan("upscale", photo, "-o", tmp_path / "out", "-m", tiny_model_file, *arguments)
     assert result.exit_code in (1, 2) and message in result.stderr
@@ -144,7 +165,10 @@ def test_alpha_gray_sixteen_bit_and_metadata_survive(tmp_path, tiny_model_file):
     exif[0x010F] = "camera"
     for name, pixels in cases.items():
         save(tmp_path / "in" / name, pixels, icc_profile=SRGB, exif=exif.tobytes())
-    assert srgan("upscale", tmp_path / "in", "-o", tmp_path / "out", "-m", tiny_model_file, "--name", "{stem}").exit_code == 0
+    assert (
+        srgan("upscale", tmp_path / "in", "-o", tmp_path / "out", "-m", tiny_model_file, "--name", "{stem}").exit_code
+        == 0
+    )
     for name, pixels in cases.items():
         result = read_image(tmp_path / "out" / name)
         assert result.pixels.shape == (36, 28, pixels.shape[2]) and result.pixels.dtype == pixels.dtype
@@ -204,11 +228,14 @@ def test_unwritable_output_folder(tmp_path, tiny_model_file, photo):
     assert blocker.read_text() == "a file where a folder should be"
 
 
-@pytest.mark.parametrize("model_kind, message", [
-    ("missing", "model file not found"),
-    ("foreign", "not an SRGAN generator"),
-    ("truncated", "truncated"),
-])
+@pytest.mark.parametrize(
+    "model_kind, message",
+    [
+        ("missing", "model file not found"),
+        ("foreign", "not an SRGAN generator"),
+        ("truncated", "truncated"),
+    ],
+)
 def test_incompatible_models_stop_before_any_work(tmp_path, photo, model_kind, message):
     model = tmp_path / f"{model_kind}.pth"
     if model_kind == "foreign":

@@ -32,7 +32,9 @@ def test_bn_free_variant_has_no_batchnorm():
     assert not any(isinstance(module, torch.nn.BatchNorm2d) for module in generator.modules())
 
 
-@pytest.mark.parametrize("config", [GeneratorConfig(scale=4, blocks=3, channels=16), GeneratorConfig(scale=2, blocks=1, channels=4)])
+@pytest.mark.parametrize(
+    "config", [GeneratorConfig(scale=4, blocks=3, channels=16), GeneratorConfig(scale=2, blocks=1, channels=4)]
+)
 def test_folding_batchnorm_keeps_the_function(config):
     generator = tiny_generator(config)
     folded = fold_batchnorm(generator)

@@ -24,10 +24,23 @@ def no_leftovers(folder: Path) -> bool:
     return not any(".partial" in path.name for path in folder.iterdir())
 
 
-@pytest.mark.parametrize("channels, extension", [
-    (1, ".png"), (2, ".png"), (3, ".png"), (4, ".png"),
-    (1, ".tif"), (3, ".tif"), (4, ".tif"), (3, ".bmp"), (4, ".webp"), (3, ".webp"), (2, ".pam"), (4, ".pam"),
-])
+@pytest.mark.parametrize(
+    "channels, extension",
+    [
+        (1, ".png"),
+        (2, ".png"),
+        (3, ".png"),
+        (4, ".png"),
+        (1, ".tif"),
+        (3, ".tif"),
+        (4, ".tif"),
+        (3, ".bmp"),
+        (4, ".webp"),
+        (3, ".webp"),
+        (2, ".pam"),
+        (4, ".pam"),
+    ],
+)
 def test_lossless_round_trips_keep_pixels_and_layout(tmp_path, channels, extension):
     pixels = random_image(13, 17, channels)
     path = tmp_path / f"image{extension}"
@@ -84,7 +97,9 @@ def test_bilevel_images_become_gray(tmp_path):
     assert read.shape == (8, 8, 1) and set(np.unique(read)) <= {0, 255}
 
 
-@pytest.mark.parametrize("extension, depth", [(".png", 8), (".jpg", 8), (".webp", 8), (".tif", 8), (".png", 16), (".tif", 16)])
+@pytest.mark.parametrize(
+    "extension, depth", [(".png", 8), (".jpg", 8), (".webp", 8), (".tif", 8), (".png", 16), (".tif", 16)]
+)
 def test_icc_profile_and_exif_are_carried(tmp_path, extension, depth):
     dtype = np.uint8 if depth == 8 else np.uint16
     picture = Picture(random_image(12, 10, 3, dtype=dtype), icc_profile=SRGB, exif=exif_bytes())
@@ -174,11 +189,14 @@ def test_truncated_images_are_reported(tmp_path, extension):
     assert str(cut) in str(error.value)
 
 
-@pytest.mark.parametrize("name, content, message", [
-    ("missing.png", None, "file not found"),
-    ("notes.png", b"these are not pixels", "not an image file"),
-    ("empty.png", b"", "empty"),
-])
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("missing.png", None, "file not found"),
+        ("notes.png", b"these are not pixels", "not an image file"),
+        ("empty.png", b"", "empty"),
+    ],
+)
 def test_unreadable_inputs_are_reported(tmp_path, name, content, message):
     path = tmp_path / name
     if content is not None:

@@ -24,8 +24,14 @@ def run(network: torch.nn.Module) -> torch.Tensor:
         return network(IMAGE)
 
 
-@pytest.mark.parametrize("config", [GeneratorConfig(blocks=2, channels=8), GeneratorConfig(scale=2, blocks=1, channels=4, batchnorm=False),
-                                    GeneratorConfig(scale=8, blocks=1, channels=4)])
+@pytest.mark.parametrize(
+    "config",
+    [
+        GeneratorConfig(blocks=2, channels=8),
+        GeneratorConfig(scale=2, blocks=1, channels=4, batchnorm=False),
+        GeneratorConfig(scale=8, blocks=1, channels=4),
+    ],
+)
 def test_safetensors_round_trip_keeps_weights_and_metadata(tmp_path, config):
     generator = tiny_generator(config)
     path = tmp_path / "model.safetensors"
@@ -156,12 +162,15 @@ def test_other_safetensors_formats_are_rejected(tmp_path):
         load_model(path)
 
 
-@pytest.mark.parametrize("name, content, message", [
-    ("missing.safetensors", None, "not found"),
-    ("model.onnx", b"x", "unknown model file type"),
-    ("garbage.safetensors", b"\x00" * 64, "not a readable safetensors"),
-    ("garbage.pth", b"not a zip", "not a loadable PyTorch"),
-])
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("missing.safetensors", None, "not found"),
+        ("model.onnx", b"x", "unknown model file type"),
+        ("garbage.safetensors", b"\x00" * 64, "not a readable safetensors"),
+        ("garbage.pth", b"not a zip", "not a loadable PyTorch"),
+    ],
+)
 def test_unreadable_files_are_rejected(tmp_path, name, content, message):
     path = tmp_path / name
     if content is not None:

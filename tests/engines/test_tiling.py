@@ -57,8 +57,13 @@ def test_tiles_run_in_raster_order():
     assert order == sorted(order)
 
 
-@given(height=st.integers(1, 400), width=st.integers(1, 400), window=st.integers(24, 200), overlap=st.integers(0, 8),
-       scale=st.sampled_from([2, 4, 8]))
+@given(
+    height=st.integers(1, 400),
+    width=st.integers(1, 400),
+    window=st.integers(24, 200),
+    overlap=st.integers(0, 8),
+    scale=st.sampled_from([2, 4, 8]),
+)
 def test_sequential_blending_gives_a_convex_combination_everywhere(height, width, window, overlap, scale):
     """Composite weights the way Upscaler writes tiles: every output pixel's weights sum to 1."""
     total = np.zeros((height * scale, width * scale))

@@ -58,8 +58,13 @@ class NearestBackend(Backend):
         return F.interpolate(batch, scale_factor=self.scale, mode="nearest")
 
 
-@given(height=st.integers(1, 120), width=st.integers(1, 120), tile=st.integers(12, 64), overlap=st.integers(0, 2),
-       batch=st.integers(1, 5))
+@given(
+    height=st.integers(1, 120),
+    width=st.integers(1, 120),
+    tile=st.integers(12, 64),
+    overlap=st.integers(0, 2),
+    batch=st.integers(1, 5),
+)
 def test_tiles_land_in_the_right_place(height, width, tile, overlap, batch):
     pixels = random_image(height, width, 3, seed=height * 1000 + width)
     result = Upscaler(NearestBackend(), TileSettings(tile, overlap, batch)).upscale(pixels)
@@ -67,8 +72,13 @@ def test_tiles_land_in_the_right_place(height, width, tile, overlap, batch):
 
 
 @settings(max_examples=25, deadline=None)
-@given(height=st.integers(1, 90), width=st.integers(1, 90), tile=st.integers(2 * EXACT_OVERLAP + 8, 80),
-       extra_overlap=st.integers(0, 6), batch=st.integers(1, 3))
+@given(
+    height=st.integers(1, 90),
+    width=st.integers(1, 90),
+    tile=st.integers(2 * EXACT_OVERLAP + 8, 80),
+    extra_overlap=st.integers(0, 6),
+    batch=st.integers(1, 3),
+)
 def test_tiled_matches_whole_image_inference(height, width, tile, extra_overlap, batch):
     overlap = min(EXACT_OVERLAP + extra_overlap, (tile - 8) // 2)
     pixels = random_image(height, width, 3, seed=height * 100 + width)
@@ -143,7 +153,9 @@ def test_sixteen_bit_in_sixteen_bit_out():
 def test_progress_reaches_the_total_and_cancel_stops():
     pixels = random_image(60, 60, 4)
     calls: list[tuple[int, int]] = []
-    Upscaler(NearestBackend(), TileSettings(24, 2)).upscale(pixels, progress=lambda done, total: calls.append((done, total)))
+    Upscaler(NearestBackend(), TileSettings(24, 2)).upscale(
+        pixels, progress=lambda done, total: calls.append((done, total))
+    )
     totals = {total for _, total in calls}
     assert len(totals) == 1 and calls[-1][0] == calls[-1][1] == totals.pop()
     assert [done for done, _ in calls] == sorted(done for done, _ in calls)
@@ -212,7 +224,12 @@ def test_out_of_memory_at_the_smallest_tile_is_raised():
 
 @pytest.mark.parametrize(
     "pixels",
-    [np.zeros((4, 4, 3), np.float32), np.zeros((4, 4, 5), np.uint8), np.zeros((0, 4, 3), np.uint8), np.zeros(4, np.uint8)],
+    [
+        np.zeros((4, 4, 3), np.float32),
+        np.zeros((4, 4, 5), np.uint8),
+        np.zeros((0, 4, 3), np.uint8),
+        np.zeros(4, np.uint8),
+    ],
 )
 def test_unsupported_arrays_are_refused(pixels):
     with pytest.raises(ValueError):

@@ -66,8 +66,10 @@ def test_running_srgan_reports_progress_and_the_cli_reason(tmp_path, tiny_model_
     assert fractions[-1] == 1.0 and len(fractions) > 1
     assert read_image(tmp_path / "out.pam").pixels.shape == (400, 400, 4)
     with pytest.raises(bridge.BridgeError, match="model file not found"):
-        bridge.run_upscale(bridge.build_arguments(command, source, tmp_path / "x.pam", str(tmp_path / "no.pth"), 0, "cpu"),
-                           fractions.append)
+        bridge.run_upscale(
+            bridge.build_arguments(command, source, tmp_path / "x.pam", str(tmp_path / "no.pth"), 0, "cpu"),
+            fractions.append,
+        )
     with pytest.raises(bridge.BridgeError, match="cannot start srgan"):
         bridge.run_upscale(["/nonexistent/python", "upscale"], fractions.append)
 

@@ -24,7 +24,9 @@ REPO = Path(__file__).resolve().parents[2]
 GIMP_ROOT = Path(os.environ.get("SRGAN_GIMP_ROOT", "/var/cache/srgan/trixie-gimp"))
 READY = (GIMP_ROOT / ".srgan-ready").is_file() and os.geteuid() == 0
 
-pytestmark = pytest.mark.skipif(not READY, reason=f"no GIMP 3 root at {GIMP_ROOT} (bash scripts/gimp_root.sh) or not root")
+pytestmark = pytest.mark.skipif(
+    not READY, reason=f"no GIMP 3 root at {GIMP_ROOT} (bash scripts/gimp_root.sh) or not root"
+)
 
 
 def bind(stack: ExitStack, source: Path) -> None:
@@ -46,14 +48,31 @@ def gimp():
             if REPO not in source.parents:  # a venv inside the repository comes with it
                 bind(stack, source)
         plugins = host_work / "home" / ".config" / "GIMP" / "3.0" / "plug-ins"
-        subprocess.run([sys.executable, "-m", "srgan_cli", "gimp", "install", "--plugins-dir", str(plugins)],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "srgan_cli", "gimp", "install", "--plugins-dir", str(plugins)],
+            check=True,
+            capture_output=True,
+        )
 
         def run(cases: list[dict]) -> list[dict]:
             (host_work / "cases.json").write_text(json.dumps(cases))
-            command = ["chroot", str(GIMP_ROOT), "env", "-i", f"HOME={work}/home", "PATH=/usr/bin:/bin", "LANG=C.UTF-8",
-                       f"SRGAN_E2E={work}", "gimp-console-3.0", "-i", "--quit", "--batch-interpreter", "python-fu-eval",
-                       "-b", f"exec(open('{REPO}/tests/gimp/gimp_batch.py').read())"]
+            command = [
+                "chroot",
+                str(GIMP_ROOT),
+                "env",
+                "-i",
+                f"HOME={work}/home",
+                "PATH=/usr/bin:/bin",
+                "LANG=C.UTF-8",
+                f"SRGAN_E2E={work}",
+                "gimp-console-3.0",
+                "-i",
+                "--quit",
+                "--batch-interpreter",
+                "python-fu-eval",
+                "-b",
+                f"exec(open('{REPO}/tests/gimp/gimp_batch.py').read())",
+            ]
             result = subprocess.run(command, capture_output=True, text=True, timeout=600)
             results = host_work / "results.json"
             assert results.exists(), result.stdout[-2000:] + result.stderr[-2000:]
@@ -73,9 +92,18 @@ def test_the_plugin_upscales_a_layer_like_the_cli_and_keeps_alpha(gimp):
     gray16 = random_image(12, 10, 1, dtype=np.uint16, seed=5)
     write_image(Picture(gray16), host / "gray16.png")
     cases = [
-        {"name": "rgba", "input": f"{inside}/rgba.png", "model": f"{inside}/tiny.safetensors", "output": f"{inside}/rgba_out.png"},
-        {"name": "gray16", "input": f"{inside}/gray16.png", "model": f"{inside}/tiny.safetensors",
-         "output": f"{inside}/gray16_out.png"},
+        {
+            "name": "rgba",
+            "input": f"{inside}/rgba.png",
+            "model": f"{inside}/tiny.safetensors",
+            "output": f"{inside}/rgba_out.png",
+        },
+        {
+            "name": "gray16",
+            "input": f"{inside}/gray16.png",
+            "model": f"{inside}/tiny.safetensors",
+            "output": f"{inside}/gray16_out.png",
+        },
         {"name": "bad-model", "input": f"{inside}/rgba.png", "model": f"{inside}/broken.safetensors"},
     ]
     records = gimp.run(cases)
@@ -84,8 +112,11 @@ def test_the_plugin_upscales_a_layer_like_the_cli_and_keeps_alpha(gimp):
     rgba = by_name["rgba"]
     assert rgba["success"] and rgba["after"] == [96, 80] and rgba["layer"] == [96, 80] and rgba["has_alpha"]
     cli = host / "rgba_cli.png"
-    subprocess.run([sys.executable, "-m", "srgan_cli", "upscale", str(host / "rgba.png"), "-o", str(cli), "-m", str(model)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "srgan_cli", "upscale", str(host / "rgba.png"), "-o", str(cli), "-m", str(model)],
+        check=True,
+        capture_output=True,
+    )
     from_gimp = read_image(host / "rgba_out.png").pixels
     assert from_gimp.shape == (80, 96, 4)
     assert np.abs(from_gimp.astype(int) - read_image(cli).pixels).max() <= 1

@@ -48,10 +48,21 @@ def pretrained(tmp_path) -> Path:
 
 @pytest.mark.parametrize("adversarial", ["bce", "ragan", "wgan-gp"])
 def test_gan_stage_runs_with_every_adversarial_loss(photos, pretrained, vgg_file, tmp_path, adversarial):
-    settings = dataclasses.replace(TINY, stage="gan", init_generator=str(pretrained), vgg_weights=str(vgg_file),
-                                   adversarial=adversarial, hr_crop=32, steps=3, validate_every=3, pixel_weight=0.1)
+    settings = dataclasses.replace(
+        TINY,
+        stage="gan",
+        init_generator=str(pretrained),
+        vgg_weights=str(vgg_file),
+        adversarial=adversarial,
+        hr_crop=32,
+        steps=3,
+        validate_every=3,
+        pixel_weight=0.1,
+    )
     seen: list[dict[str, float]] = []
-    result = run_training(settings, photos, tmp_path / "run", events=TrainingEvents(stepped=lambda step, losses: seen.append(losses)))
+    result = run_training(
+        settings, photos, tmp_path / "run", events=TrainingEvents(stepped=lambda step, losses: seen.append(losses))
+    )
     assert len(seen) == 3
     for losses in seen:
         assert {"discriminator", "content", "adversarial", "pixel", "total"} <= set(losses)
@@ -61,8 +72,16 @@ def test_gan_stage_runs_with_every_adversarial_loss(photos, pretrained, vgg_file
 
 
 def test_gan_stage_starts_from_the_pretrained_generator(photos, pretrained, vgg_file, tmp_path):
-    settings = dataclasses.replace(TINY, stage="gan", init_generator=str(pretrained), vgg_weights=str(vgg_file),
-                                   hr_crop=32, steps=1, learning_rate=0.0, ema_decay=0.0)
+    settings = dataclasses.replace(
+        TINY,
+        stage="gan",
+        init_generator=str(pretrained),
+        vgg_weights=str(vgg_file),
+        hr_crop=32,
+        steps=1,
+        learning_rate=0.0,
+        ema_decay=0.0,
+    )
     result = run_training(settings, photos, tmp_path / "run")
     trained, _ = load_generator(result.model)
     start, _ = load_generator(pretrained)
@@ -112,10 +131,27 @@ def test_discriminator_and_losses_have_the_expected_shapes_and_signs():
 def test_ddp_with_two_cpu_processes_through_torchrun(photos, tmp_path):
     run = tmp_path / "run"
     config = tmp_path / "tiny.toml"
-    config.write_text("hr_crop = 16\nvalidation_crop = 32\nmax_side = 0\nblocks = 1\nchannels = 8\nholdout = 2\n"
-                      "batch_size = 2\nsteps = 3\ndevice = \"cpu\"\n")
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
-               "-m", "srgan_cli", "train", str(photos), "--out", str(run), "--config", str(config)]
+    config.write_text(
+        "hr_crop = 16\nvalidation_crop = 32\nmax_side = 0\nblocks = 1\nchannels = 8\nholdout = 2\n"
+        'batch_size = 2\nsteps = 3\ndevice = "cpu"\n'
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        "29517",
+        "-m",
+        "srgan_cli",
+        "train",
+        str(photos),
+        "--out",
+        str(run),
+        "--config",
+        str(config),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (run / "generator.safetensors").is_file()
@@ -133,8 +169,18 @@ def test_fp16_needs_cuda(photos, tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 def test_cuda_mixed_precision_gan_steps(photos, pretrained, vgg_file, tmp_path, precision):
-    settings = dataclasses.replace(TINY, stage="gan", init_generator=str(pretrained), vgg_weights=str(vgg_file),
-                                   hr_crop=32, steps=3, device="cuda", precision=precision)
+    settings = dataclasses.replace(
+        TINY,
+        stage="gan",
+        init_generator=str(pretrained),
+        vgg_weights=str(vgg_file),
+        hr_crop=32,
+        steps=3,
+        device="cuda",
+        precision=precision,
+    )
     seen: list[dict[str, float]] = []
-    run_training(settings, photos, tmp_path / "run", events=TrainingEvents(stepped=lambda step, losses: seen.append(losses)))
+    run_training(
+        settings, photos, tmp_path / "run", events=TrainingEvents(stepped=lambda step, losses: seen.append(losses))
+    )
     assert all(math.isfinite(value) for losses in seen for value in losses.values())

@@ -18,8 +18,20 @@ from train.run import TrainingEvents, run_training
 from train.settings import SettingsError
 from train.trainer import CHECKPOINT_NAME
 
-TINY = TrainSettings(blocks=1, channels=8, hr_crop=16, batch_size=4, steps=6, holdout=2, validation_crop=32,
-                     checkpoint_every=3, validate_every=3, max_side=0, ema_decay=0.9, seed=1)
+TINY = TrainSettings(
+    blocks=1,
+    channels=8,
+    hr_crop=16,
+    batch_size=4,
+    steps=6,
+    holdout=2,
+    validation_crop=32,
+    checkpoint_every=3,
+    validate_every=3,
+    max_side=0,
+    ema_decay=0.9,
+    seed=1,
+)
 
 
 def smooth_photo(seed: int, size: int = 64) -> np.ndarray:
@@ -41,7 +53,12 @@ def photos(tmp_path) -> Path:
 def test_loss_decreases(photos, tmp_path):
     losses: list[float] = []
     settings = dataclasses.replace(TINY, steps=60, learning_rate=1e-3, validate_every=1000, checkpoint_every=1000)
-    run_training(settings, photos, tmp_path / "run", events=TrainingEvents(stepped=lambda step, loss: losses.append(loss["total"])))
+    run_training(
+        settings,
+        photos,
+        tmp_path / "run",
+        events=TrainingEvents(stepped=lambda step, loss: losses.append(loss["total"])),
+    )
     assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10])
 
 
@@ -174,8 +191,22 @@ def test_settings_are_strict(tmp_path):
 
 def test_train_command(photos, tmp_path):
     run = tmp_path / "run"
-    arguments = ["train", str(photos), "--out", str(run), "--steps", "2", "--blocks", "1", "--channels", "8",
-                 "--holdout", "2", "--batch-size", "2"]
+    arguments = [
+        "train",
+        str(photos),
+        "--out",
+        str(run),
+        "--steps",
+        "2",
+        "--blocks",
+        "1",
+        "--channels",
+        "8",
+        "--holdout",
+        "2",
+        "--batch-size",
+        "2",
+    ]
     config = tmp_path / "tiny.toml"
     config.write_text("hr_crop = 16\nvalidation_crop = 32\nmax_side = 0\n")
     result = CliRunner().invoke(app, [*arguments, "--config", str(config)])

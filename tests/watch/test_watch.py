@@ -53,7 +53,9 @@ class Running:
 
     def __init__(self, model: Path, in_dir: Path, out_dir: Path, **options) -> None:
         upscaler = create_upscaler(load_model(model), "cpu", settings=TileSettings(tile_size=64, overlap=4))
-        settings = WatchSettings(in_dir=in_dir, out_dir=out_dir, settle_seconds=options.pop("settle_seconds", 0.5), **options)
+        settings = WatchSettings(
+            in_dir=in_dir, out_dir=out_dir, settle_seconds=options.pop("settle_seconds", 0.5), **options
+        )
         self.recorder = Recorder()
         self.service = WatchService(settings, upscaler, self.recorder)
         self.stop = threading.Event()
@@ -92,7 +94,9 @@ def small_png(path: Path, seed: int = 0, size: int = 8) -> np.ndarray:
 
 def journal_done(out_dir: Path) -> Counter:
     lines = (out_dir / ".srgan-watch" / "journal.jsonl").read_text().splitlines()
-    return Counter((record["source"], record["digest"]) for record in map(json.loads, lines) if record["status"] == "done")
+    return Counter(
+        (record["source"], record["digest"]) for record in map(json.loads, lines) if record["status"] == "done"
+    )
 
 
 @pytest.fixture
@@ -247,8 +251,24 @@ def test_kill_9_then_restart_finishes_everything_exactly_once(tiny_model_file, f
     in_dir, out_dir = folders
     for index in range(40):
         small_png(in_dir / f"k{index:02d}.png", seed=index, size=48)
-    command = [sys.executable, "-m", "srgan_cli", "watch", str(in_dir), "-o", str(out_dir), "-m", str(tiny_model_file),
-               "--json", "--settle", "0.2", "--tile", "24", "--overlap", "4"]
+    command = [
+        sys.executable,
+        "-m",
+        "srgan_cli",
+        "watch",
+        str(in_dir),
+        "-o",
+        str(out_dir),
+        "-m",
+        str(tiny_model_file),
+        "--json",
+        "--settle",
+        "0.2",
+        "--tile",
+        "24",
+        "--overlap",
+        "4",
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     results = 0
     for line in process.stdout:
@@ -275,8 +295,10 @@ def test_watch_command_once_and_usage_errors(tiny_model_file, folders):
     in_dir, out_dir = folders
     small_png(in_dir / "a.png")
     runner = CliRunner()
-    result = runner.invoke(app, ["watch", str(in_dir), "-o", str(out_dir), "-m", str(tiny_model_file), "--once",
-                                 "--settle", "0.1", "--json"])
+    result = runner.invoke(
+        app,
+        ["watch", str(in_dir), "-o", str(out_dir), "-m", str(tiny_model_file), "--once", "--settle", "0.1", "--json"],
+    )
     assert result.exit_code == 0, result.output
     events = [json.loads(line)["event"] for line in result.stdout.splitlines()]
     assert events[0] == "start" and "result" in events and events[-1] == "stop"
@@ -291,8 +313,24 @@ def test_signals_finish_the_current_file_and_exit_cleanly(tiny_model_file, folde
     in_dir, out_dir = folders
     for index in range(30):
         small_png(in_dir / f"s{index:02d}.png", seed=index, size=48)
-    command = [sys.executable, "-m", "srgan_cli", "watch", str(in_dir), "-o", str(out_dir), "-m", str(tiny_model_file),
-               "--json", "--settle", "0.2", "--tile", "24", "--overlap", "4"]
+    command = [
+        sys.executable,
+        "-m",
+        "srgan_cli",
+        "watch",
+        str(in_dir),
+        "-o",
+        str(out_dir),
+        "-m",
+        str(tiny_model_file),
+        "--json",
+        "--settle",
+        "0.2",
+        "--tile",
+        "24",
+        "--overlap",
+        "4",
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     events = []
     for line in process.stdout:
