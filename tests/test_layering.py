@@ -31,5 +31,7 @@ def test_engines_import_no_front_end(path):
 
 def test_the_code_passes_ruff():
     """pyproject.toml's [tool.ruff] settings: pyflakes, pycodestyle, bugbear; 120 columns."""
-    result = subprocess.run([sys.executable, "-m", "ruff", "check", "--quiet", str(ROOT)], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--quiet", str(ROOT)], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
