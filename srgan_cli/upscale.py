@@ -23,7 +23,7 @@ from engines import (
     write_image,
 )
 
-from .jobs import DEFAULT_NAME, Job, collect_inputs, output_is_file, plan_jobs
+from .jobs import DEFAULT_NAME, IMAGE_EXTENSIONS, Job, collect_inputs, output_is_file, plan_jobs
 from .options import (
     DEFAULT_BATCH,
     DEFAULT_MAX,
@@ -88,6 +88,8 @@ def upscale(
     upscaler = create_upscaler(loaded, device, precision, settings)
     files, problems = collect_inputs(inputs, recursive)
     to_file = output_is_file(output, files, len(inputs))
+    if output is not None and not to_file and not output.is_dir() and output.suffix.lower() in IMAGE_EXTENSIONS:
+        raise UsageProblem(f"-o {output} names one image file, but the inputs are several; give a folder")
     if to_file and format_key is None:
         format_key = format_for(output)
     jobs = problems + plan_jobs(files, output, to_file, name, loaded.scale, format_key, overwrite)

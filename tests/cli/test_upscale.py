@@ -274,3 +274,10 @@ def test_json_mode_reports_fatal_errors_as_json(tmp_path, photo):
     assert result.exit_code == 1
     event = json.loads(result.stdout.strip().splitlines()[-1])
     assert event["event"] == "error" and "model file not found" in event["message"]
+
+
+def test_one_output_file_for_several_inputs_is_refused(tmp_path, tiny_model_file, photo):
+    other = save(tmp_path / "in" / "other.png", random_image(6, 6, 3))
+    result = srgan("upscale", photo, other, "-o", tmp_path / "big.png", "-m", tiny_model_file)
+    assert result.exit_code == 2 and "give a folder" in result.stderr
+    assert not (tmp_path / "big.png").exists()
