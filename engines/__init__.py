@@ -15,7 +15,9 @@ from .errors import (
     NoDefaultModelError,
     SrganError,
 )
-from .factory import create_upscaler
+from .compiled import CompiledBackend, OnnxRuntimeBackend, TensorRTBackend, export_network, export_onnx
+from .engine_cache import EngineCache, EngineKey
+from .factory import BACKENDS, create_upscaler
 from .imageio import DEFAULT_MAX_PIXELS, FORMAT_EXTENSIONS, Picture, format_for, read_image, write_image
 from .model_file import LoadedModel, ModelInfo, load_generator, load_model, save_model
 from .registry import default_model_path, find_model_files, model_dirs
@@ -23,6 +25,14 @@ from .tiling import Span, Tile, plan_tiles
 from .upscaler import ProgressCallback, TileSettings, Upscaler
 
 __all__ = [
+    "BACKENDS",
+    "CompiledBackend",
+    "EngineCache",
+    "EngineKey",
+    "OnnxRuntimeBackend",
+    "TensorRTBackend",
+    "export_network",
+    "export_onnx",
     "DEFAULT_MAX_PIXELS",
     "FORMAT_EXTENSIONS",
     "Backend",

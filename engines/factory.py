@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
-from .backends import Precision, TorchBackend, resolve_device
+from pathlib import Path
+
+from .backends import Backend, Precision, TorchBackend, resolve_device, resolve_precision
+from .compiled import (
+    CompiledBackend,
+    TensorRTBackend,
+    build_compiled,
+    build_tensorrt,
+    tensorrt_unavailable_reason,
+)
+from .engine_cache import EngineCache, EngineKey
+from .errors import BackendError
 from .model_file import LoadedModel
 from .upscaler import TileSettings, Upscaler
+
+BACKENDS = ("auto", "eager", "compiled", "tensorrt")
+TENSORRT_TILE = 512
 
 
 def create_upscaler(
@@ -12,10 +26,52 @@ def create_upscaler(
     device: str = "auto",
     precision: Precision = Precision.AUTO,
     settings: TileSettings = TileSettings(),
+    backend: str = "auto",
+    engines_dir: Path | None = None,
 ) -> Upscaler:
-    """An `Upscaler` running `model` eagerly on `device` ('auto', 'cpu', 'cuda', 'cuda:N').
+    """An `Upscaler` running `model` on `device` ('auto', 'cpu', 'cuda', 'cuda:N').
 
-    Raises BackendError when the device or precision is not available here.
+    backend: 'eager' (PyTorch), 'compiled' (an AOTInductor package, built into the engine cache
+    when missing), 'tensorrt' (a TensorRT engine for the tile size and batch, built when
+    missing), or 'auto': a cached TensorRT engine on an NVIDIA GPU, else a cached compiled
+    package, else eager; it never builds. `upscaler.backend.name` says which was chosen.
+    Raises BackendError when the device, precision or backend is not available here, or a
+    cached engine is stale or foreign.
     """
-    backend = TorchBackend(model.network, model.scale, resolve_device(device), precision)
-    return Upscaler(backend, settings)
+    if backend not in BACKENDS:
+        raise BackendError(f"unknown backend '{backend}': use one of {', '.join(BACKENDS)}")
+    torch_device = resolve_device(device)
+    resolved = resolve_precision(precision, torch_device)
+    cache = EngineCache(engines_dir)
+    chosen = _tensorrt(model, torch_device, resolved, settings, backend, cache) or _compiled(
+        model, torch_device, resolved, backend, cache
+    )
+    return Upscaler(chosen or TorchBackend(model.network, model.scale, torch_device, resolved), settings)
+
+
+def _tensorrt(model, device, precision, settings, backend, cache) -> Backend | None:
+    if backend not in ("auto", "tensorrt"):
+        return None
+    reason = tensorrt_unavailable_reason()
+    if reason is not None:
+        if backend == "tensorrt":
+            raise BackendError(f"--backend tensorrt: TensorRT is unavailable here: {reason}")
+        return None
+    tile = settings.tile_size or TENSORRT_TILE
+    key = EngineKey.for_device(
+        "tensorrt", model.info.sha256, device, precision.value, (tile, tile), settings.batch_size
+    )
+    engine = cache.lookup(key)
+    if engine is None and backend == "tensorrt":
+        engine = build_tensorrt(model, device, precision, (tile, tile), settings.batch_size, cache)
+    return TensorRTBackend(model, engine, device, precision, (tile, tile), settings.batch_size) if engine else None
+
+
+def _compiled(model, device, precision, backend, cache) -> Backend | None:
+    if backend not in ("auto", "compiled"):
+        return None
+    key = EngineKey.for_device("compiled", model.info.sha256, device, precision.value)
+    package = cache.lookup(key)
+    if package is None and backend == "compiled":
+        package = build_compiled(model, device, precision, cache)
+    return CompiledBackend(model, package, device, precision) if package else None

@@ -15,6 +15,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from engines import SrganError, find_model_files, load_model, model_dirs
+from engines.compiled import tensorrt_unavailable_reason
+from engines.engine_cache import default_engines_dir
 from engines.registry import BUNDLED_DIR, DEFAULT_MODEL_NAME
 
 from .gimp_cmd import default_plugins_dir, installed_plugin
@@ -32,14 +34,8 @@ def _version(package: str) -> str:
 
 
 def _tensorrt_status() -> str:
-    if not torch.cuda.is_available():
-        reason = "no CUDA GPU visible" if torch.version.cuda else "this PyTorch is a CPU build"
-        return f"unavailable: {reason}"
-    try:
-        import torch_tensorrt  # noqa: F401  (optional extra)
-    except ImportError:
-        return "unavailable: torch-tensorrt is not installed (pip install 'srgan[tensorrt]')"
-    return f"available (torch-tensorrt {_version('torch-tensorrt')})"
+    reason = tensorrt_unavailable_reason()
+    return f"unavailable: {reason}" if reason else f"available (torch-tensorrt {_version('torch-tensorrt')})"
 
 
 def _devices() -> list[dict[str, object]]:
@@ -69,6 +65,7 @@ def collect_info() -> dict[str, object]:
         "devices": _devices(),
         "default_model": str(default) if default.is_file() else "not installed",
         "model_dirs": [str(folder) for folder in model_dirs()],
+        "engines_dir": str(default_engines_dir()),
         "gimp_plugin": str(installed_plugin())
         if installed_plugin()
         else f"not installed (srgan gimp install; {default_plugins_dir()})",

@@ -14,7 +14,7 @@ from typer.core import TyperGroup
 
 from engines import SrganError
 
-from . import about, gimp_cmd, train_cmd, upscale, watch_cmd
+from . import about, engine_cmd, gimp_cmd, train_cmd, upscale, watch_cmd
 from .state import CliState, UsageProblem
 
 EXIT_FAILURE = 1
@@ -72,6 +72,7 @@ app.command("upscale", no_args_is_help=True)(upscale.upscale)
 app.command("info")(about.info)
 app.command("models")(about.models)
 app.command("watch", no_args_is_help=True)(watch_cmd.watch)
+app.command("build-engine")(engine_cmd.build_engine)
 app.add_typer(gimp_cmd.app, name="gimp")
 app.command("train", no_args_is_help=True)(train_cmd.train)
 

@@ -43,6 +43,17 @@ MaxPixelsOption = Annotated[
         "--max-pixels", min=0, help="Refuse inputs with more pixels than this (decompression bomb guard); 0: no limit."
     ),
 ]
+BackendOption = Annotated[
+    str,
+    typer.Option(
+        "--backend",
+        help="auto (a cached TensorRT engine, else a cached compiled one, else eager), eager, "
+        "compiled or tensorrt (built into the engine cache when missing).",
+    ),
+]
+EnginesDirOption = Annotated[
+    Optional[Path], typer.Option("--engines-dir", help="Engine cache folder; ~/.cache/srgan/engines by default.")
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object per line on stdout, for programs.")]
 
 DEFAULT_TILE = _DEFAULTS.tile_size

@@ -96,7 +96,7 @@ class RichReporter:
         self._current = None
 
     def start(self, total: int, model: str, backend: str) -> None:
-        self._console.print(f"[dim]model {escape(model)} · {escape(backend)}[/]")
+        self._console.print(f"[dim]model {escape(model)} · {escape(backend)}[/]", soft_wrap=True)
         self._progress.start()
         self._overall = self._progress.add_task("images", total=total)
 

@@ -26,6 +26,8 @@ from engines import (
 from .jobs import DEFAULT_NAME, IMAGE_EXTENSIONS, Job, collect_inputs, output_is_file, plan_jobs
 from .options import (
     DEFAULT_BATCH,
+    BackendOption,
+    EnginesDirOption,
     DEFAULT_MAX,
     DEFAULT_OVERLAP,
     DEFAULT_TILE,
@@ -71,6 +73,8 @@ def upscale(
     batch: BatchOption = DEFAULT_BATCH,
     device: DeviceOption = "auto",
     precision: PrecisionOption = Precision.AUTO,
+    backend: BackendOption = "auto",
+    engines_dir: EnginesDirOption = None,
     max_pixels: MaxPixelsOption = DEFAULT_MAX,
     json_lines: JsonOption = False,
 ) -> None:
@@ -85,7 +89,7 @@ def upscale(
         raise UsageProblem(f"--tile {tile} --overlap {overlap}: {error}") from None
     format_key = format_for(Path("."), image_format) if image_format else None
     loaded = load_model_option(model)
-    upscaler = create_upscaler(loaded, device, precision, settings)
+    upscaler = create_upscaler(loaded, device, precision, settings, backend, engines_dir)
     files, problems = collect_inputs(inputs, recursive)
     to_file = output_is_file(output, files, len(inputs))
     if output is not None and not to_file and not output.is_dir() and output.suffix.lower() in IMAGE_EXTENSIONS:

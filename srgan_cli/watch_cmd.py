@@ -21,6 +21,8 @@ from engines import Precision, TileSettings, create_upscaler, format_for
 
 from .options import (
     DEFAULT_BATCH,
+    BackendOption,
+    EnginesDirOption,
     DEFAULT_MAX,
     DEFAULT_OVERLAP,
     DEFAULT_TILE,
@@ -150,6 +152,8 @@ def watch(
     batch: BatchOption = DEFAULT_BATCH,
     device: DeviceOption = "auto",
     precision: PrecisionOption = Precision.AUTO,
+    backend: BackendOption = "auto",
+    engines_dir: EnginesDirOption = None,
     max_pixels: MaxPixelsOption = DEFAULT_MAX,
     json_lines: JsonOption = False,
 ) -> None:
@@ -164,7 +168,7 @@ def watch(
         tiles = TileSettings(tile_size=tile, overlap=overlap, batch_size=batch)
     except ValueError as error:
         raise UsageProblem(f"--tile {tile} --overlap {overlap}: {error}") from None
-    upscaler = create_upscaler(load_model_option(model), device, precision, tiles)
+    upscaler = create_upscaler(load_model_option(model), device, precision, tiles, backend, engines_dir)
     settings = WatchSettings(
         in_dir=in_dir,
         out_dir=output,

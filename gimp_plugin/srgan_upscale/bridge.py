@@ -52,19 +52,12 @@ def srgan_command(plugin_dir: Path) -> list[str]:
     return command
 
 
-def build_arguments(command: list[str], source: Path, target: Path, model: str, tile: int, device: str) -> list[str]:
+def build_arguments(
+    command: list[str], source: Path, target: Path, model: str, tile: int, device: str, backend: str = "auto"
+) -> list[str]:
     """The full `srgan upscale` call for one layer. model '' means the bundled default; tile 0 auto."""
-    arguments = [
-        *command,
-        "upscale",
-        str(source),
-        "-o",
-        str(target),
-        "--json",
-        "--overwrite",
-        "--device",
-        device or "auto",
-    ]
+    arguments = [*command, "upscale", str(source), "-o", str(target), "--json", "--overwrite"]
+    arguments += ["--device", device or "auto", "--backend", backend or "auto"]
     if model:
         arguments += ["--model", model]
     if tile:

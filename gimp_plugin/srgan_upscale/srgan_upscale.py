@@ -37,7 +37,7 @@ def babl_format(image, drawable) -> tuple[str, int, bool]:
     return f"{components} {'u16' if deep else 'u8'}", channels, deep
 
 
-def upscale_layers(image, layers, model: str, tile: int, device: str) -> list:
+def upscale_layers(image, layers, model: str, tile: int, device: str, backend: str) -> list:
     """Run every layer through srgan; returns (layer, format, Pixels) without touching the image."""
     command = srgan_command(Path(__file__).resolve().parent)
     results = []
@@ -53,7 +53,7 @@ def upscale_layers(image, layers, model: str, tile: int, device: str) -> list:
             def progress(fraction: float, done: int = index) -> None:
                 Gimp.progress_update((done + fraction) / len(layers))
 
-            run_upscale(build_arguments(command, source, target, model, tile, device), progress)
+            run_upscale(build_arguments(command, source, target, model, tile, device, backend), progress)
             results.append((layer, fmt, read_pam(target), extent))
     return results
 
@@ -120,6 +120,9 @@ class SrganUpscale(Gimp.PlugIn):
         procedure.add_string_argument(
             "device", "Device", "auto, cpu, cuda or cuda:N", "auto", GObject.ParamFlags.READWRITE
         )
+        procedure.add_string_argument(
+            "backend", "Backend", "auto, eager, compiled or tensorrt", "auto", GObject.ParamFlags.READWRITE
+        )
         return procedure
 
     def run(self, procedure, run_mode, image, drawables, config, data):
@@ -143,6 +146,7 @@ class SrganUpscale(Gimp.PlugIn):
                 model.get_path() if model is not None else "",
                 config.get_property("tile"),
                 config.get_property("device"),
+                config.get_property("backend"),
             )
             apply_results(image, results)
         except BridgeError as error:

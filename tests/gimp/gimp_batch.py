@@ -28,6 +28,7 @@ for case in cases:
     config.set_property("model", Gio.File.new_for_path(case["model"]) if case["model"] else None)
     config.set_property("tile", case.get("tile", 0))
     config.set_property("device", "cpu")
+    config.set_property("backend", case.get("backend", "auto"))
     values = procedure.run(config)
     status = values.index(0)
     message = ""

@@ -24,13 +24,16 @@ spec.loader.exec_module(bridge)
 
 def test_arguments_carry_the_dialog_settings():
     base = ["/venv/bin/python", "-m", "srgan_cli"]
-    full = bridge.build_arguments(base, Path("/t/in.pam"), Path("/t/out.pam"), "/m.safetensors", 256, "cuda:1")
+    full = bridge.build_arguments(
+        base, Path("/t/in.pam"), Path("/t/out.pam"), "/m.safetensors", 256, "cuda:1", "tensorrt"
+    )
     assert full[:5] == [*base, "upscale", "/t/in.pam"]
     assert full[full.index("-o") + 1] == "/t/out.pam" and "--json" in full
     assert full[full.index("--model") + 1] == "/m.safetensors" and full[full.index("--tile") + 1] == "256"
-    assert full[full.index("--device") + 1] == "cuda:1"
+    assert full[full.index("--device") + 1] == "cuda:1" and full[full.index("--backend") + 1] == "tensorrt"
     default = bridge.build_arguments(base, Path("a"), Path("b"), "", 0, "")
     assert "--model" not in default and "--tile" not in default and default[default.index("--device") + 1] == "auto"
+    assert default[default.index("--backend") + 1] == "auto"
 
 
 def test_progress_lines_are_parsed():

@@ -1,0 +1,211 @@
+"""Compiled engines for the tiled core: AOTInductor packages, ONNX files, TensorRT programs.
+
+All three start from the same `torch.export` graph of the inference network (BatchNorm folded,
+values in [0, 1]) with dynamic batch, height and width. Each backend plugs into `Upscaler`
+through `Backend`; TensorRT engines are built for one tile shape and batch, which the core pads
+to. Engines live in an `EngineCache` keyed on everything they depend on.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .backends import _DTYPES, Backend, Precision, resolve_precision
+from .engine_cache import EngineCache, EngineKey
+from .errors import BackendError, DeviceOutOfMemory
+from .model_file import LoadedModel
+
+# Sizes 0 and 1 are specialised by torch.export; smaller tiles run through the eager network.
+MIN_SIDE = 8
+MAX_SIDE = 4096
+MAX_BATCH = 64
+
+
+class CastingNetwork(nn.Module):
+    """Runs `network` in `dtype` behind a float32 interface, so engines take and give float32."""
+
+    def __init__(self, network: nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.network = network.to(dtype)
+        self.dtype = dtype
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.network(image.to(self.dtype)).float()
+
+
+def export_network(model: LoadedModel, device: torch.device, precision: Precision) -> torch.export.ExportedProgram:
+    """The inference network as a torch.export program, dynamic in batch, height and width.
+
+    This is the graph torch-tensorrt's dynamo path consumes and AOTInductor compiles.
+    """
+    dtype = _DTYPES[resolve_precision(precision, device)]
+    network = CastingNetwork(model.network, dtype).eval().to(device, memory_format=torch.channels_last)
+    example = torch.rand(2, 3, 64, 64, device=device).contiguous(memory_format=torch.channels_last)
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    height = torch.export.Dim("height", min=MIN_SIDE, max=MAX_SIDE)
+    width = torch.export.Dim("width", min=MIN_SIDE, max=MAX_SIDE)
+    with torch.no_grad():
+        return torch.export.export(network, (example,), dynamic_shapes=({0: batch, 2: height, 3: width},))
+
+
+def build_compiled(model: LoadedModel, device: torch.device, precision: Precision, cache: EngineCache) -> Path:
+    """Compile an AOTInductor package (.pt2) for `device` into the cache; returns its path."""
+    precision = resolve_precision(precision, device)
+    key = EngineKey.for_device("compiled", model.info.sha256, device, precision.value)
+    program = export_network(model, device, precision)
+    with tempfile.TemporaryDirectory() as scratch:
+        built = Path(scratch) / "engine.pt2"
+        torch._inductor.aoti_compile_and_package(program, package_path=str(built))
+        return cache.store(key, built)
+
+
+def export_onnx(model: LoadedModel, path: Path, opset: int = 17) -> Path:
+    """Write an ONNX file (float32, dynamic batch, height and width) for other runtimes."""
+    network = model.network.eval()
+    example = torch.rand(1, 3, 64, 64)
+    axes = {"image": {0: "batch", 2: "height", 3: "width"}, "upscaled": {0: "batch", 2: "out_height", 3: "out_width"}}
+    with torch.no_grad():
+        torch.onnx.export(
+            network,
+            (example,),
+            str(path),
+            dynamo=False,
+            input_names=["image"],
+            output_names=["upscaled"],
+            dynamic_axes=axes,
+            opset_version=opset,
+        )
+    return path
+
+
+class _EagerForSmallTiles(Backend):
+    """Shared by engines that cannot take tiles under MIN_SIDE: those go to the eager network."""
+
+    def __init__(self, model: LoadedModel, device: torch.device) -> None:
+        self.scale = model.scale
+        self.device = device
+        self._eager = model.network.eval().to(device)
+
+    def _small(self, batch: torch.Tensor) -> torch.Tensor | None:
+        if min(batch.shape[2:]) >= MIN_SIDE:
+            return None
+        with torch.inference_mode():
+            return self._eager(batch.float())
+
+
+class CompiledBackend(_EagerForSmallTiles):
+    """An AOTInductor package: ahead-of-time compiled kernels for a CPU or a CUDA GPU."""
+
+    def __init__(self, model: LoadedModel, package: Path, device: torch.device, precision: Precision) -> None:
+        super().__init__(model, device)
+        self.precision = resolve_precision(precision, device)
+        self.name = f"compiled-{device.type} {self.precision.value}"
+        self.preferred_tile_size = 160 if device.type == "cpu" else 512
+        try:
+            self._runner = torch._inductor.aoti_load_package(str(package))
+        except (RuntimeError, OSError) as error:
+            raise BackendError(
+                f"{package}: cannot load the compiled package ({error}); delete it and rebuild"
+            ) from None
+
+    def infer(self, batch: torch.Tensor) -> torch.Tensor:
+        small = self._small(batch)
+        if small is not None:
+            return small
+        try:
+            with torch.inference_mode():
+                return self._runner(batch.float().contiguous(memory_format=torch.channels_last))
+        except torch.OutOfMemoryError as error:
+            raise DeviceOutOfMemory(f"{self.device} ran out of memory for a batch of {tuple(batch.shape)}") from error
+
+
+class OnnxRuntimeBackend(_EagerForSmallTiles):
+    """An ONNX file run by ONNX Runtime (the optional onnxruntime package), on the CPU."""
+
+    def __init__(self, model: LoadedModel, path: Path) -> None:
+        super().__init__(model, torch.device("cpu"))
+        try:
+            import onnxruntime
+        except ImportError:
+            raise BackendError("ONNX Runtime is not installed: pip install onnxruntime") from None
+        self.name = "onnxruntime-cpu fp32"
+        self._session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    def infer(self, batch: torch.Tensor) -> torch.Tensor:
+        small = self._small(batch)
+        if small is not None:
+            return small
+        (result,) = self._session.run(None, {"image": batch.float().contiguous().numpy()})
+        return torch.from_numpy(result)
+
+
+def tensorrt_unavailable_reason() -> str | None:
+    """Why TensorRT cannot be used here, or None when it can."""
+    if not torch.cuda.is_available():
+        return "no CUDA GPU visible" if torch.version.cuda else "this PyTorch is a CPU build"
+    try:
+        import torch_tensorrt  # noqa: F401  (optional extra)
+    except ImportError:
+        return "torch-tensorrt is not installed (pip install 'srgan[tensorrt]')"
+    return None
+
+
+def build_tensorrt(
+    model: LoadedModel,
+    device: torch.device,
+    precision: Precision,
+    tile_shape: tuple[int, int],
+    batch: int,
+    cache: EngineCache,
+) -> Path:
+    """Build a TensorRT engine for one tile shape and batch through torch-tensorrt's dynamo path.
+
+    Raises BackendError when TensorRT cannot be used here.
+    """
+    reason = tensorrt_unavailable_reason()
+    if reason is not None:
+        raise BackendError(f"TensorRT is unavailable: {reason}")
+    import torch_tensorrt
+
+    precision = resolve_precision(precision, device)
+    key = EngineKey.for_device("tensorrt", model.info.sha256, device, precision.value, tile_shape, batch)
+    network = model.network.eval().to(device)
+    example = torch.rand(batch, 3, *tile_shape, device=device)
+    program = torch.export.export(network, (example,))
+    engine = torch_tensorrt.dynamo.compile(program, inputs=[example], enabled_precisions={_DTYPES[precision]})
+    with tempfile.TemporaryDirectory() as scratch:
+        built = Path(scratch) / "engine.ep"
+        torch_tensorrt.save(engine, str(built), inputs=[example])
+        return cache.store(key, built)
+
+
+class TensorRTBackend(Backend):
+    """A TensorRT engine for one tile shape and batch; the core pads tiles and batches to fit."""
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        engine: Path,
+        device: torch.device,
+        precision: Precision,
+        tile_shape: tuple[int, int],
+        batch: int,
+    ) -> None:
+        reason = tensorrt_unavailable_reason()
+        if reason is not None:
+            raise BackendError(f"TensorRT is unavailable: {reason}")
+        import torch_tensorrt  # noqa: F401  (registers the engine's operators for loading)
+
+        self.scale, self.device = model.scale, device
+        self.fixed_tile_shape, self.fixed_batch = tile_shape, batch
+        self.precision = resolve_precision(precision, device)
+        self.name = f"tensorrt {self.precision.value} {tile_shape[0]}×{tile_shape[1]}×{batch}"
+        self._module = torch.export.load(str(engine)).module()
+
+    def infer(self, batch: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self._module(batch.float())

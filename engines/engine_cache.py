@@ -1,0 +1,131 @@
+"""Where compiled engines are kept, and the key that decides whether one may be reused.
+
+An engine is only valid for the exact weights, input shape, batch, precision and device it was
+built for, and for the library versions that built it. Every engine file has a JSON sidecar
+holding its full key and the SHA-256 of the engine file itself; an engine whose sidecar does
+not match the key asked for, or whose bytes do not match the recorded hash, is never loaded.
+Layout: see README.md in this folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from .atomic import atomic_path
+from .errors import BackendError
+
+ENGINE_SUFFIXES = {"compiled": ".pt2", "tensorrt": ".ep", "onnx": ".onnx"}
+
+
+def default_engines_dir() -> Path:
+    """$SRGAN_ENGINES_DIR, else $XDG_CACHE_HOME/srgan/engines, else ~/.cache/srgan/engines."""
+    if os.environ.get("SRGAN_ENGINES_DIR"):
+        return Path(os.environ["SRGAN_ENGINES_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "srgan" / "engines"
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return ""
+
+
+@dataclass(frozen=True)
+class EngineKey:
+    """Everything an engine depends on. tile_shape (0, 0) and batch 0 mean dynamic."""
+
+    kind: str  # compiled, tensorrt or onnx
+    model_sha256: str
+    tile_shape: tuple[int, int]
+    batch: int
+    precision: str
+    device_kind: str  # cpu or cuda
+    compute_capability: str
+    torch_version: str
+    torch_tensorrt_version: str
+    tensorrt_version: str
+
+    @classmethod
+    def for_device(
+        cls, kind: str, model_sha256: str, device: torch.device, precision: str, tile_shape=(0, 0), batch: int = 0
+    ) -> EngineKey:
+        capability = ""
+        if device.type == "cuda":
+            major, minor = torch.cuda.get_device_capability(device)
+            capability = f"{major}.{minor}"
+        return cls(
+            kind=kind,
+            model_sha256=model_sha256,
+            tile_shape=(int(tile_shape[0]), int(tile_shape[1])),
+            batch=int(batch),
+            precision=precision,
+            device_kind=device.type,
+            compute_capability=capability,
+            torch_version=torch.__version__,
+            torch_tensorrt_version=_version("torch-tensorrt") if kind == "tensorrt" else "",
+            tensorrt_version=_version("tensorrt") if kind == "tensorrt" else "",
+        )
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:24]
+
+    def record(self) -> dict[str, object]:
+        return {**asdict(self), "tile_shape": list(self.tile_shape)}
+
+
+class EngineCache:
+    """Engines under `folder`/KIND/MODEL-SHA-PREFIX/KEY-DIGEST.SUFFIX, each with a .json sidecar."""
+
+    def __init__(self, folder: Path | None = None) -> None:
+        self.folder = Path(folder) if folder else default_engines_dir()
+
+    def path_for(self, key: EngineKey) -> Path:
+        return self.folder / key.kind / key.model_sha256[:16] / f"{key.digest()}{ENGINE_SUFFIXES[key.kind]}"
+
+    def lookup(self, key: EngineKey) -> Path | None:
+        """The cached engine for `key`, or None when there is none.
+
+        Raises BackendError when a file is there but is stale or foreign: its sidecar holds
+        another key, or its bytes were changed since it was built.
+        """
+        path = self.path_for(key)
+        sidecar = path.with_suffix(path.suffix + ".json")
+        if not path.exists():
+            return None
+        try:
+            recorded = json.loads(sidecar.read_text())
+        except (OSError, ValueError):
+            raise BackendError(f"{path}: engine without a readable record; delete it and build again") from None
+        if recorded.get("key") != key.record():
+            raise BackendError(
+                f"{path}: engine built for another model, shape, device or version; delete it and rebuild"
+            )
+        if recorded.get("sha256") != _file_sha256(path):
+            raise BackendError(f"{path}: engine file changed since it was built (corrupt?); delete it and rebuild")
+        return path
+
+    def store(self, key: EngineKey, built: Path) -> Path:
+        """Move a freshly built engine file into the cache with its record; returns its path."""
+        path = self.path_for(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(built, path)
+        sidecar = path.with_suffix(path.suffix + ".json")
+        with atomic_path(sidecar) as temporary:
+            temporary.write_text(json.dumps({"key": key.record(), "sha256": _file_sha256(path)}, indent=2) + "\n")
+        return path
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,55 @@
+"""`srgan build-engine`: compile a model file into an engine for the tiled core."""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from engines import EngineCache, Precision, export_onnx, resolve_device
+from engines.compiled import build_compiled, build_tensorrt
+from engines.factory import TENSORRT_TILE
+
+from .options import DeviceOption, EnginesDirOption, PrecisionOption
+from .state import UsageProblem
+from .upscale import load_model_option
+
+
+class EngineKind(str, enum.Enum):
+    COMPILED = "compiled"
+    TENSORRT = "tensorrt"
+    ONNX = "onnx"
+
+
+def build_engine(
+    model: Annotated[Optional[Path], typer.Argument(help="Model file; the bundled one when omitted.")] = None,
+    kind: Annotated[EngineKind, typer.Option("--kind", help="compiled (AOTInductor .pt2), tensorrt, or onnx.")] = (
+        EngineKind.COMPILED
+    ),
+    device: DeviceOption = "auto",
+    precision: PrecisionOption = Precision.AUTO,
+    tile: Annotated[int, typer.Option("--tile", help="TensorRT: the engine's tile size.")] = TENSORRT_TILE,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="TensorRT: the engine's batch.")] = 1,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="ONNX: the file to write.")] = None,
+    engines_dir: EnginesDirOption = None,
+) -> None:
+    """Compile a model into an engine that `--backend compiled|tensorrt` (or auto) then uses."""
+    loaded = load_model_option(model)
+    console = Console(highlight=False)
+    if kind is EngineKind.ONNX:
+        if output is None:
+            raise UsageProblem("--kind onnx writes a file for other runtimes: give it with -o PATH.onnx")
+        console.print(f"wrote {escape(str(export_onnx(loaded, output)))} (float32; dynamic batch, height, width)")
+        return
+    torch_device = resolve_device(device)
+    cache = EngineCache(engines_dir)
+    console.print(f"building a {kind.value} engine for {escape(str(loaded.info.path))} on {torch_device} ...")
+    if kind is EngineKind.COMPILED:
+        path = build_compiled(loaded, torch_device, precision, cache)
+    else:
+        path = build_tensorrt(loaded, torch_device, precision, (tile, tile), batch, cache)
+    console.print(f"cached {escape(str(path))}")

@@ -1,0 +1,181 @@
+"""Compiled engines on the CPU: torch.export, AOTInductor, ONNX, the engine cache, backend choice."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from engines import (
+    BackendError,
+    EngineCache,
+    EngineKey,
+    OnnxRuntimeBackend,
+    Picture,
+    Precision,
+    TileSettings,
+    TorchBackend,
+    Upscaler,
+    create_upscaler,
+    export_network,
+    export_onnx,
+    load_model,
+    save_model,
+    write_image,
+)
+from srgan_cli.app import app
+from tests.helpers import random_image, tiny_generator
+
+CPU = torch.device("cpu")
+SETTINGS = TileSettings(tile_size=48, overlap=14)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """A tiny model and an engine cache holding its AOTInductor package, built by the CLI."""
+    folder = tmp_path_factory.mktemp("engines")
+    model = folder / "tiny.safetensors"
+    save_model(model, tiny_generator())
+    cache = folder / "cache"
+    result = CliRunner().invoke(
+        app, ["build-engine", str(model), "--kind", "compiled", "--device", "cpu", "--engines-dir", str(cache)]
+    )
+    assert result.exit_code == 0, result.output
+    return model, cache
+
+
+def eager(model: Path, pixels: np.ndarray) -> np.ndarray:
+    loaded = load_model(model)
+    return Upscaler(TorchBackend(loaded.network, 4, CPU), SETTINGS).upscale(pixels)
+
+
+def test_export_is_dynamic_in_batch_height_and_width(built):
+    loaded = load_model(built[0])
+    program = export_network(loaded, CPU, Precision.FP32).module()
+    for shape in [(1, 3, 8, 8), (3, 3, 37, 21), (2, 3, 64, 100)]:
+        image = torch.rand(shape)
+        with torch.no_grad():
+            torch.testing.assert_close(program(image), loaded.network(image), atol=1e-5, rtol=1e-4)
+
+
+def test_auto_picks_the_cached_compiled_package_and_matches_eager(built):
+    model, cache = built
+    upscaler = create_upscaler(load_model(model), "cpu", Precision.AUTO, SETTINGS, "auto", cache)
+    assert upscaler.backend.name == "compiled-cpu fp32"
+    pixels = random_image(70, 53, 4, seed=2)
+    assert np.abs(upscaler.upscale(pixels).astype(int) - eager(model, pixels)).max() <= 1
+    tiny = random_image(3, 5, 3)  # under the engine's smallest side: the eager network takes it
+    assert np.abs(upscaler.upscale(tiny).astype(int) - eager(model, tiny)).max() <= 1
+
+
+def test_auto_without_engines_is_eager_and_tensorrt_says_why_not(tmp_path, built):
+    loaded = load_model(built[0])
+    assert create_upscaler(loaded, "cpu", engines_dir=tmp_path).backend.name == "torch-cpu fp32"
+    if not torch.cuda.is_available():
+        with pytest.raises(BackendError, match="TensorRT is unavailable"):
+            create_upscaler(loaded, "cpu", backend="tensorrt", engines_dir=tmp_path)
+    with pytest.raises(BackendError, match="unknown backend"):
+        create_upscaler(loaded, "cpu", backend="fast")
+
+
+def test_onnx_export_runs_in_onnx_runtime_through_the_core(tmp_path, built):
+    model = built[0]
+    path = export_onnx(load_model(model), tmp_path / "tiny.onnx")
+    upscaler = Upscaler(OnnxRuntimeBackend(load_model(model), path), SETTINGS)
+    pixels = random_image(61, 77, 3, seed=3)
+    assert np.abs(upscaler.upscale(pixels).astype(int) - eager(model, pixels)).max() <= 1
+
+
+def test_cache_keys_change_with_every_part():
+    base = EngineKey.for_device("compiled", "ab" * 32, CPU, "fp32")
+    variants = [
+        EngineKey.for_device("compiled", "cd" * 32, CPU, "fp32"),
+        EngineKey.for_device("compiled", "ab" * 32, CPU, "bf16"),
+        EngineKey.for_device("compiled", "ab" * 32, CPU, "fp32", (256, 256), 0),
+        EngineKey.for_device("compiled", "ab" * 32, CPU, "fp32", (0, 0), 4),
+        EngineKey.for_device("tensorrt", "ab" * 32, CPU, "fp32"),
+    ]
+    variants += [
+        replace(base, device_kind="cuda"),
+        replace(base, compute_capability="9.0"),
+        replace(base, torch_version="0.0"),
+        replace(base, torch_tensorrt_version="2.0"),
+        replace(base, tensorrt_version="10.0"),
+    ]
+    digests = {key.digest() for key in [base, *variants]}
+    assert len(digests) == len(variants) + 1
+
+
+def test_foreign_and_corrupted_engines_are_refused(tmp_path):
+    cache = EngineCache(tmp_path)
+    key = EngineKey.for_device("compiled", "ab" * 32, CPU, "fp32")
+    built = tmp_path / "built.pt2"
+    built.write_bytes(b"engine bytes")
+    path = cache.store(key, built)
+    assert cache.lookup(key) == path
+    path.write_bytes(b"engine bytes, altered")
+    with pytest.raises(BackendError, match="changed since it was built"):
+        cache.lookup(key)
+    sidecar = path.with_suffix(".pt2.json")
+    record = json.loads(sidecar.read_text())
+    record["key"]["torch_version"] = "1.0"
+    sidecar.write_text(json.dumps(record))
+    with pytest.raises(BackendError, match="another model, shape, device or version"):
+        cache.lookup(key)
+    sidecar.write_text("{broken")
+    with pytest.raises(BackendError, match="without a readable record"):
+        cache.lookup(key)
+
+
+def test_upscale_command_takes_the_backend_option(tmp_path, built):
+    model, cache = built
+    source = tmp_path / "in.png"
+    write_image(Picture(random_image(20, 20, 3)), source)
+    runner = CliRunner()
+    result = runner.invoke(
+        app,
+        [
+            "upscale",
+            str(source),
+            "-o",
+            str(tmp_path / "out.png"),
+            "-m",
+            str(model),
+            "--backend",
+            "compiled",
+            "--engines-dir",
+            str(cache),
+            "--device",
+            "cpu",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "compiled-cpu fp32" in result.stdout
+    onnx = runner.invoke(app, ["build-engine", str(model), "--kind", "onnx"])
+    assert onnx.exit_code == 2 and "-o PATH.onnx" in onnx.stderr
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_compiled_package_on_cuda(tmp_path, built):
+    model = built[0]
+    upscaler = create_upscaler(load_model(model), "cuda", Precision.FP16, SETTINGS, "compiled", tmp_path)
+    pixels = random_image(64, 80, 3)
+    assert np.abs(upscaler.upscale(pixels).astype(int) - eager(model, pixels)).max() <= 3
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA and torch-tensorrt")
+def test_tensorrt_engine_matches_eager_within_fp16(tmp_path, built):
+    pytest.importorskip("torch_tensorrt")
+    model = built[0]
+    settings = TileSettings(tile_size=64, overlap=14, batch_size=4)
+    upscaler = create_upscaler(load_model(model), "cuda", Precision.FP16, settings, "tensorrt", tmp_path)
+    assert upscaler.backend.fixed_tile_shape == (64, 64) and upscaler.backend.fixed_batch == 4
+    pixels = random_image(100, 90, 3)
+    assert np.abs(upscaler.upscale(pixels).astype(int) - eager(model, pixels)).max() <= 3
