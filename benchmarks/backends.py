@@ -1,0 +1,126 @@
+"""Output megapixels per second of every backend available here, and the folder pipeline.
+
+Prints, from one run: the paper's generator (16 blocks, 64 channels, ×4, seeded weights)
+upscaling one image through `Upscaler` with each backend and precision this machine offers
+(eager fp32; eager bf16 on a CPU, fp16 and bf16 on CUDA, all channels_last; the AOTInductor
+package; TensorRT where torch-tensorrt and CUDA are present), as ratios against eager fp32.
+Then files per second for a folder of images through `srgan upscale`'s batch loop (decode,
+upscale, encode, write) against pure inference on the same, already decoded, images.
+
+The issue's size is 1920×1080 → 7680×4320 (--width 1920 --height 1080, the default on CUDA);
+on a CPU the default is 480×270, since one full-HD image takes about a minute there.
+
+    python benchmarks/backends.py [--width W --height H --repeats 2 --files 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engines import Picture, Precision, TileSettings, create_upscaler, load_model, save_model, write_image
+from engines.compiled import tensorrt_unavailable_reason
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from upscale_cpu import make_generator, photo_like  # noqa: E402
+
+from srgan_cli.jobs import collect_inputs, plan_jobs  # noqa: E402
+from srgan_cli.upscale import run_jobs  # noqa: E402
+
+
+class Quiet:
+    def start(self, *args) -> None: ...
+    def begin(self, *args) -> None: ...
+    def tiles(self, *args) -> None: ...
+    def finish(self, *args) -> None: ...
+    def summary(self, *args) -> None: ...
+    def close(self) -> None: ...
+
+
+def timed(function, repeats: int) -> float:
+    function()
+    best = float("inf")
+    for _ in range(repeats):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        function()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def variants(device: str) -> list[tuple[str, Precision]]:
+    rows = [("eager", Precision.FP32)]
+    rows += [("eager", Precision.BF16)] if device == "cpu" else [("eager", Precision.FP16), ("eager", Precision.BF16)]
+    rows += [("compiled", Precision.FP32 if device == "cpu" else Precision.FP16)]
+    if device == "cuda" and tensorrt_unavailable_reason() is None:
+        rows += [("tensorrt", Precision.FP16)]
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--width", type=int, default=None)
+    parser.add_argument("--height", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--files", type=int, default=8)
+    args = parser.parse_args()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    width = args.width or (1920 if device == "cuda" else 480)
+    height = args.height or (1080 if device == "cuda" else 270)
+    image = photo_like(height, width)
+    output_mpx = width * height * 16 / 1e6
+    name = torch.cuda.get_device_name() if device == "cuda" else "CPU"
+    print(f"torch {torch.__version__} on {name}; {width}×{height} → {output_mpx:.1f} output Mpx; default tiles")
+    if device == "cuda" and tensorrt_unavailable_reason():
+        print(f"TensorRT not measured: {tensorrt_unavailable_reason()}")
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        model_path = folder / "bench.safetensors"
+        save_model(model_path, make_generator())
+        model = load_model(model_path)
+        rates = {}
+        for backend, precision in variants(device):
+            started = time.perf_counter()
+            upscaler = create_upscaler(model, device, precision, TileSettings(), backend, folder / "engines")
+            setup = time.perf_counter() - started
+            seconds = timed(lambda: upscaler.upscale(image), args.repeats)
+            rates[upscaler.backend.name] = (output_mpx / seconds, setup)
+        baseline = next(iter(rates.values()))[0]
+        print(f"{'backend':34} {'out Mpx/s':>10} {'vs eager fp32':>14} {'setup s':>8}")
+        for label, (rate, setup) in rates.items():
+            print(f"{label:34} {rate:10.3f} {rate / baseline:13.2f}× {setup:8.1f}")
+
+        best = max(rates, key=lambda label: rates[label][0])
+        backend = "auto"
+        upscaler = create_upscaler(model, device, Precision.AUTO, TileSettings(), backend, folder / "engines")
+        inputs = folder / "in"
+        inputs.mkdir()
+        small = photo_like(height // 2, width // 2, seed=3)
+        for index in range(args.files):
+            write_image(Picture(np.roll(small, index * 7, axis=1)), inputs / f"image{index:02d}.png")
+        pixels = [np.roll(small, index * 7, axis=1) for index in range(args.files)]
+        inference = timed(lambda: [upscaler.upscale(item) for item in pixels], 1)
+        files, _ = collect_inputs([str(inputs)], False)
+        jobs = plan_jobs(files, folder / "out", False, "{stem}", 4, None, True)
+        pipeline = timed(lambda: run_jobs(jobs, upscaler, Quiet(), None, 95, 0, "bench"), 1)
+        print(
+            f"folder of {args.files} PNGs ({width // 2}×{height // 2}), {upscaler.backend.name}"
+            f" (auto; fastest: {best}):"
+        )
+        print(
+            f"  pure inference {args.files / inference:.2f} files/s, srgan upscale loop {args.files / pipeline:.2f}"
+            f" files/s: {inference / pipeline:.0%} of inference throughput"
+        )
+
+
+if __name__ == "__main__":
+    main()
