@@ -10,7 +10,15 @@ from typing import Protocol
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 
 @dataclass
@@ -93,7 +101,7 @@ class RichReporter:
             transient=True,
         )
         self._overall = None
-        self._current = None
+        self._tasks: dict[Path, TaskID] = {}
 
     def start(self, total: int, model: str, backend: str) -> None:
         self._console.print(f"[dim]model {escape(model)} · {escape(backend)}[/]", soft_wrap=True)
@@ -101,16 +109,16 @@ class RichReporter:
         self._overall = self._progress.add_task("images", total=total)
 
     def begin(self, source: Path) -> None:
-        self._current = self._progress.add_task(source.name, total=None)
+        self._tasks[source] = self._progress.add_task(source.name, total=None)
 
     def tiles(self, source: Path, done: int, total: int) -> None:
-        if self._current is not None:
-            self._progress.update(self._current, completed=done, total=total)
+        if source in self._tasks:
+            self._progress.update(self._tasks[source], completed=done, total=total)
 
     def finish(self, source: Path, target: Path | None, status: str, detail: str, seconds: float) -> None:
-        if self._current is not None:
-            self._progress.remove_task(self._current)
-            self._current = None
+        task = self._tasks.pop(source, None)
+        if task is not None:
+            self._progress.remove_task(task)
         if self._overall is not None:
             self._progress.advance(self._overall)
         if status == "done":

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -112,48 +113,79 @@ def run_jobs(
     max_pixels: int,
     model_label: str,
 ) -> Tally:
-    """Process every job, reporting as it goes; a failed job never stops the others."""
+    """Process every job, reporting as it goes; a failed job never stops the others.
+
+    The next input is decoded and the previous result encoded on their own threads while the
+    current image is upscaled, so the device does not wait on codecs.
+    """
     tally = Tally()
     started = time.perf_counter()
     reporter.start(len(jobs), model_label, upscaler.backend.name)
+    runnable = [job for job in jobs if not _settled_without_work(job, reporter, tally)]
     try:
-        for job in jobs:
-            _run_job(job, upscaler, reporter, tally, format_key, quality, max_pixels)
+        with ThreadPoolExecutor(1, "srgan-read") as reader, ThreadPoolExecutor(1, "srgan-write") as writer:
+            reads = [reader.submit(read_image, job.source, max_pixels) for job in runnable[:1]]
+            writing: _Writing | None = None
+            for index, job in enumerate(runnable):
+                if index + 1 < len(runnable):
+                    reads.append(reader.submit(read_image, runnable[index + 1].source, max_pixels))
+                began = time.perf_counter()
+                reporter.begin(job.source)
+                try:
+                    picture = reads[index].result()
+                    pixels = upscaler.upscale(
+                        picture.pixels, progress=lambda done, total, job=job: reporter.tiles(job.source, done, total)
+                    )
+                except SrganError as error:
+                    _failed(job, str(error), began, reporter, tally)
+                    continue
+                finally:
+                    reads[index] = None  # the decoded input is not needed any more
+                _collect(writing, reporter, tally)
+                result = replace(picture, pixels=pixels)
+                writing = _Writing(job, writer.submit(write_image, result, job.target, format_key, quality), began)
+            _collect(writing, reporter, tally)
     finally:
         reporter.close()
     reporter.summary(tally, time.perf_counter() - started)
     return tally
 
 
-def _run_job(
-    job: Job,
-    upscaler: Upscaler,
-    reporter: Reporter,
-    tally: Tally,
-    format_key: str | None,
-    quality: int,
-    max_pixels: int,
-) -> None:
-    began = time.perf_counter()
-    reporter.begin(job.source)
+@dataclass
+class _Writing:
+    job: Job
+    future: Future
+    began: float
+
+
+def _settled_without_work(job: Job, reporter: Reporter, tally: Tally) -> bool:
+    """Report a job that fails by plan or is skipped; True when nothing is left to do for it."""
     if job.problem is not None or job.target is None:
-        problem = job.problem or f"{job.source}: no output planned"
-        tally.failed += 1
-        tally.failures.append(problem)
-        reporter.finish(job.source, job.target, "failed", problem, 0.0)
-        return
+        reporter.begin(job.source)
+        _failed(job, job.problem or f"{job.source}: no output planned", time.perf_counter(), reporter, tally)
+        return True
     if job.skip:
+        reporter.begin(job.source)
         tally.skipped += 1
         reporter.finish(job.source, job.target, "skipped", f"{job.target} exists", 0.0)
+        return True
+    return False
+
+
+def _failed(job: Job, reason: str, began: float, reporter: Reporter, tally: Tally) -> None:
+    tally.failed += 1
+    tally.failures.append(reason)
+    reporter.finish(job.source, job.target, "failed", reason, time.perf_counter() - began)
+
+
+def _collect(writing: _Writing | None, reporter: Reporter, tally: Tally) -> None:
+    """Wait for a result being written and report it."""
+    if writing is None:
         return
     try:
-        picture = read_image(job.source, max_pixels)
-        pixels = upscaler.upscale(picture.pixels, progress=lambda done, total: reporter.tiles(job.source, done, total))
-        write_image(replace(picture, pixels=pixels), job.target, format_key, quality)
+        writing.future.result()
     except SrganError as error:
-        tally.failed += 1
-        tally.failures.append(str(error))
-        reporter.finish(job.source, job.target, "failed", str(error), time.perf_counter() - began)
+        _failed(writing.job, str(error), writing.began, reporter, tally)
         return
     tally.done += 1
-    reporter.finish(job.source, job.target, "done", "", time.perf_counter() - began)
+    reporter.finish(writing.job.source, writing.job.target, "done", "", time.perf_counter() - writing.began)
