@@ -8,6 +8,7 @@ to. Engines live in an `EngineCache` keyed on everything they depend on.
 
 from __future__ import annotations
 
+import copy
 import tempfile
 from pathlib import Path
 
@@ -30,7 +31,7 @@ class CastingNetwork(nn.Module):
 
     def __init__(self, network: nn.Module, dtype: torch.dtype) -> None:
         super().__init__()
-        self.network = network.to(dtype)
+        self.network = copy.deepcopy(network).to(dtype)  # the caller's network stays as it was
         self.dtype = dtype
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:

@@ -73,6 +73,12 @@ def test_auto_picks_the_cached_compiled_package_and_matches_eager(built):
     assert np.abs(upscaler.upscale(tiny).astype(int) - eager(model, tiny)).max() <= 1
 
 
+def test_exporting_leaves_the_model_as_it_was(built):
+    loaded = load_model(built[0])
+    export_network(loaded, CPU, Precision.BF16)
+    assert all(parameter.dtype == torch.float32 for parameter in loaded.network.parameters())
+
+
 def test_auto_without_engines_is_eager_and_tensorrt_says_why_not(tmp_path, built):
     loaded = load_model(built[0])
     assert create_upscaler(loaded, "cpu", engines_dir=tmp_path).backend.name == "torch-cpu fp32"
