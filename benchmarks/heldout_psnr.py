@@ -41,7 +41,7 @@ def main() -> None:
     print(f"{'photo':44} {'size':>11} {'bicubic':>8} {'srgan':>8} {'gain':>6} {'SSIM bic':>8} {'SSIM sr':>8}")
     for path in split.validation:
         hr = load_photo(path, args.max_side)
-        hr = np.ascontiguousarray(hr[: hr.shape[0] // scale * scale, : hr.shape[1] // scale * scale])
+        hr = np.array(hr[: hr.shape[0] // scale * scale, : hr.shape[1] // scale * scale])  # a writable copy
         lr = to_uint8(bicubic_downscale(torch.from_numpy(hr).permute(2, 0, 1)[None].float().div(255), scale))[0]
         bicubic = to_uint8(bicubic_upscale(torch.from_numpy(lr).permute(2, 0, 1)[None].float().div(255), scale))[0]
         sr = upscaler.upscale(lr)

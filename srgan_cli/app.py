@@ -38,7 +38,10 @@ class _ErrorEdge(TyperGroup):
             _report(error, state)
             raise typer.Exit(EXIT_USAGE if isinstance(error, UsageProblem) else EXIT_FAILURE) from None
         except KeyboardInterrupt:
-            Console(stderr=True).print("[red]interrupted[/]; finished outputs are kept, none is left half-written")
+            Console(stderr=True).print(
+                "[red]interrupted[/]: finished files are kept and none is left half-written"
+                " (a training run has saved its checkpoint)"
+            )
             raise typer.Exit(EXIT_INTERRUPTED) from None
 
 

@@ -117,8 +117,6 @@ def _vgg_from_state(path: Path, state: object) -> VGGFeatures:
     wrong = [key for key in features if features[key].shape != expected[key].shape]
     if missing or wrong:
         problem = f"missing {', '.join(missing[:3])}" if missing else f"shapes of {', '.join(wrong[:3])}"
-        raise SettingsError(
-            f"{path}: not torchvision's VGG19 layout ({problem}); expected {VGG19_FILE}"
-        )
+        raise SettingsError(f"{path}: not torchvision's VGG19 layout ({problem}); expected {VGG19_FILE}")
     network.load_state_dict(features)
     return network.requires_grad_(False).eval()
