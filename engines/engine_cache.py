@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from .atomic import atomic_path
+from .digest import file_sha256
 from .errors import BackendError
 
 ENGINE_SUFFIXES = {"compiled": ".pt2", "tensorrt": ".ep", "onnx": ".onnx"}
@@ -108,7 +109,7 @@ class EngineCache:
             raise BackendError(
                 f"{path}: engine built for another model, shape, device or version; delete it and rebuild"
             )
-        if recorded.get("sha256") != _file_sha256(path):
+        if recorded.get("sha256") != file_sha256(path):
             raise BackendError(f"{path}: engine file changed since it was built (corrupt?); delete it and rebuild")
         return path
 
@@ -119,13 +120,5 @@ class EngineCache:
         os.replace(built, path)
         sidecar = path.with_suffix(path.suffix + ".json")
         with atomic_path(sidecar) as temporary:
-            temporary.write_text(json.dumps({"key": key.record(), "sha256": _file_sha256(path)}, indent=2) + "\n")
+            temporary.write_text(json.dumps({"key": key.record(), "sha256": file_sha256(path)}, indent=2) + "\n")
         return path
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -6,7 +6,6 @@ PyTorch files are read with `torch.load(weights_only=True)`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pickle
 import re
@@ -21,6 +20,7 @@ from torch import nn
 
 from .arch import SUPPORTED_SCALES, GeneratorConfig, SRGANGenerator, fold_batchnorm
 from .atomic import atomic_path
+from .digest import file_sha256
 from .errors import ModelFileError
 
 FORMAT_NAME = "srgan-generator"
@@ -171,7 +171,7 @@ def load_generator(path: Path) -> tuple[SRGANGenerator, ModelInfo]:
         input_range=_range(path, metadata, "input_range"),
         output_range=_range(path, metadata, "output_range"),
         training=_training(metadata),
-        sha256=_sha256(path),
+        sha256=file_sha256(path),
         file_format=file_format,
     )
     return generator, info
@@ -187,14 +187,6 @@ def load_model(path: Path) -> LoadedModel:
     if info.input_range != (0.0, 1.0) or info.output_range != (0.0, 1.0):
         network = RangeAdapter(network, info.input_range, info.output_range).eval()
     return LoadedModel(info=info, network=network)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

@@ -11,7 +11,6 @@ recorded as done instead of being redone.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import time
@@ -33,15 +32,6 @@ class Entry:
     output: str
     time: float
     reason: str = ""
-
-
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file's content, hex."""
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class Journal:

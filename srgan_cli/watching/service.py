@@ -23,9 +23,10 @@ from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
 from engines import DEFAULT_MAX_PIXELS, Picture, SrganError, Upscaler, read_image, write_image
+from engines.digest import file_sha256
 
 from ..jobs import InputFile, output_path
-from .journal import Journal, file_digest
+from .journal import Journal
 from .policy import is_candidate, scan
 
 
@@ -212,7 +213,7 @@ class WatchService:
         source = str(path.relative_to(self.settings.in_dir))
         prepared = _Prepared(path, source, stat=_stat(path) or (0, 0))
         try:
-            prepared.digest = file_digest(path)
+            prepared.digest = file_sha256(path)
         except OSError:
             prepared.skip = "vanished"
             return prepared
