@@ -10,7 +10,7 @@ Prints, from one run on this machine:
 
 Targets (issue 2): Upscaler ≥ 2× naive, ≥ 0.4 output Mpx/s, peak RSS ≤ 1.0 GB.
 
-    python benchmarks/upscale_cpu.py [--width 512 --height 384 --repeats 2 --skip-rss]
+    python benchmarks/upscale_cpu.py [--width 512 --height 384 --repeats 2 --tile N --skip-rss]
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def naive_seconds_in_fresh_process(args: argparse.Namespace) -> float:
     return float(result.stdout.split()[-1])
 
 
-def peak_rss_gib(model_path: Path, folder: Path) -> tuple[float, float]:
+def peak_rss_gib(model_path: Path, folder: Path, tile: int | None) -> tuple[float, float]:
     """Peak RSS of `srgan upscale` on a 2000×1500 PNG, and its wall time."""
     source = folder / "rss_input.png"
     Image.fromarray(photo_like(1500, 2000, seed=1)).save(source)
@@ -112,6 +112,7 @@ def peak_rss_gib(model_path: Path, folder: Path) -> tuple[float, float]:
         "--device",
         "cpu",
         "--overwrite",
+        *(["--tile", str(tile)] if tile else []),
     ]
     started = time.perf_counter()
     result = subprocess.run([sys.executable, "-c", RSS_SCRIPT, *command], capture_output=True, text=True, check=True)
@@ -127,6 +128,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=512, help="input width for the throughput runs")
     parser.add_argument("--height", type=int, default=384, help="input height for the throughput runs")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--tile", type=int, default=None, help="tile size instead of the CPU default")
     parser.add_argument("--skip-rss", action="store_true", help="skip the peak-RSS run")
     parser.add_argument("--skip-speed", action="store_true", help="skip the throughput runs")
     parser.add_argument("--naive-only", action="store_true", help=argparse.SUPPRESS)
@@ -143,7 +145,8 @@ def main() -> None:
         save_model(model_path, generator, {"note": "random weights for benchmarking"})
         print(
             f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; "
-            f"input {args.width}×{args.height} → {output_mpx:.2f} output Mpx; default {TileSettings()}"
+            f"input {args.width}×{args.height} → {output_mpx:.2f} output Mpx; tile {args.tile or 'default'},"
+            f" {TileSettings()}"
         )
         if args.skip_speed:
             print_rss(args, model_path, Path(folder))
@@ -151,7 +154,7 @@ def main() -> None:
         naive = output_mpx / naive_seconds_in_fresh_process(args)
         # Creating the CPU backends applies their allocator setting to this process.
         upscalers = {
-            precision: create_upscaler(load_model(model_path), "cpu", precision, TileSettings())
+            precision: create_upscaler(load_model(model_path), "cpu", precision, TileSettings(tile_size=args.tile))
             for precision in (Precision.FP32, Precision.BF16)
         }
         rows = [
@@ -160,7 +163,8 @@ def main() -> None:
         ]
         for precision, upscaler in upscalers.items():
             seconds = timed(lambda: upscaler.upscale(image), args.repeats)
-            rows.append((f"Upscaler default tiles, {precision.value}", output_mpx / seconds))
+            tiles = f"tile {args.tile}" if args.tile else "default tiles"
+            rows.append((f"Upscaler {tiles}, {precision.value}", output_mpx / seconds))
         print(f"{'path':46} {'out Mpx/s':>10} {'vs naive':>9}")
         for label, rate in rows:
             print(f"{label:46} {rate:10.3f} {rate / naive:8.2f}×")
@@ -169,7 +173,7 @@ def main() -> None:
 
 def print_rss(args: argparse.Namespace, model_path: Path, folder: Path) -> None:
     if not args.skip_rss:
-        peak, seconds = peak_rss_gib(model_path, folder)
+        peak, seconds = peak_rss_gib(model_path, folder, args.tile)
         print(f"peak RSS, srgan upscale 2000×1500 → 8000×6000 PNG, fp32 CPU: {peak:.2f} GiB ({seconds:.0f} s)")
 
 
