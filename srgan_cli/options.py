@@ -9,6 +9,8 @@ import typer
 
 from engines import DEFAULT_MAX_PIXELS, Precision, TileSettings
 
+from .state import UsageProblem
+
 _DEFAULTS = TileSettings()
 
 ModelOption = Annotated[
@@ -60,3 +62,17 @@ DEFAULT_TILE = _DEFAULTS.tile_size
 DEFAULT_OVERLAP = _DEFAULTS.overlap
 DEFAULT_BATCH = _DEFAULTS.batch_size
 DEFAULT_MAX = DEFAULT_MAX_PIXELS
+
+
+def check_name_template(name: str) -> None:
+    """Refuse an output name template that would give every output the same name."""
+    if "{stem}" not in name:
+        raise UsageProblem(f"--name '{name}' has no {{stem}}, so every output would get the same name")
+
+
+def tile_settings(tile: int | None, overlap: int, batch: int) -> TileSettings:
+    """The tile options as settings, or a usage error saying why they do not fit together."""
+    try:
+        return TileSettings(tile_size=tile, overlap=overlap, batch_size=batch)
+    except ValueError as error:
+        raise UsageProblem(f"--tile {tile} --overlap {overlap}: {error}") from None

@@ -14,7 +14,6 @@ from engines import (
     LoadedModel,
     Precision,
     SrganError,
-    TileSettings,
     Upscaler,
     create_upscaler,
     default_model_path,
@@ -26,6 +25,8 @@ from engines import (
 
 from .jobs import DEFAULT_NAME, IMAGE_EXTENSIONS, Job, collect_inputs, output_is_file, plan_jobs
 from .options import (
+    check_name_template,
+    tile_settings,
     DEFAULT_BATCH,
     BackendOption,
     EnginesDirOption,
@@ -82,12 +83,8 @@ def upscale(
     """Upscale images with the SRGAN model."""
     state: CliState = ctx.ensure_object(CliState)
     state.json = json_lines
-    if "{stem}" not in name:
-        raise UsageProblem(f"--name '{name}' has no {{stem}}, so every output would get the same name")
-    try:
-        settings = TileSettings(tile_size=tile, overlap=overlap, batch_size=batch)
-    except ValueError as error:
-        raise UsageProblem(f"--tile {tile} --overlap {overlap}: {error}") from None
+    check_name_template(name)
+    settings = tile_settings(tile, overlap, batch)
     format_key = format_for(Path("."), image_format) if image_format else None
     loaded = load_model_option(model)
     upscaler = create_upscaler(loaded, device, precision, settings, backend, engines_dir)

@@ -17,9 +17,11 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from engines import Precision, TileSettings, create_upscaler, format_for
+from engines import Precision, create_upscaler, format_for
 
 from .options import (
+    check_name_template,
+    tile_settings,
     DEFAULT_BATCH,
     BackendOption,
     EnginesDirOption,
@@ -162,12 +164,8 @@ def watch(
     state.json = json_lines
     if not in_dir.is_dir():
         raise UsageProblem(f"{in_dir}: not a folder; give the folder to watch")
-    if "{stem}" not in name:
-        raise UsageProblem(f"--name '{name}' has no {{stem}}, so every output would get the same name")
-    try:
-        tiles = TileSettings(tile_size=tile, overlap=overlap, batch_size=batch)
-    except ValueError as error:
-        raise UsageProblem(f"--tile {tile} --overlap {overlap}: {error}") from None
+    check_name_template(name)
+    tiles = tile_settings(tile, overlap, batch)
     upscaler = create_upscaler(load_model_option(model), device, precision, tiles, backend, engines_dir)
     settings = WatchSettings(
         in_dir=in_dir,
