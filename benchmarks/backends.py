@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from upscale_cpu import make_generator, photo_like  # noqa: E402
 
 from srgan_cli.jobs import collect_inputs, plan_jobs  # noqa: E402
-from srgan_cli.upscale import run_jobs  # noqa: E402
+from srgan_cli.upscale import run_jobs, writer_threads  # noqa: E402
 
 
 class Quiet:
@@ -102,24 +102,25 @@ def main() -> None:
         best = max(rates, key=lambda label: rates[label][0])
         backend = "auto"
         upscaler = create_upscaler(model, device, Precision.AUTO, TileSettings(), backend, folder / "engines")
-        inputs = folder / "in"
-        inputs.mkdir()
         small = photo_like(height // 2, width // 2, seed=3)
-        for index in range(args.files):
-            write_image(Picture(np.roll(small, index * 7, axis=1)), inputs / f"image{index:02d}.png")
         pixels = [np.roll(small, index * 7, axis=1) for index in range(args.files)]
         inference = timed(lambda: [upscaler.upscale(item) for item in pixels], 1)
-        files, _ = collect_inputs([str(inputs)], False)
-        jobs = plan_jobs(files, folder / "out", False, "{stem}", 4, None, True)
-        pipeline = timed(lambda: run_jobs(jobs, upscaler, Quiet(), None, 95, 0, "bench"), 1)
         print(
-            f"folder of {args.files} PNGs ({width // 2}×{height // 2}), {upscaler.backend.name}"
-            f" (auto; fastest: {best}):"
+            f"folder of {args.files} images ({width // 2}×{height // 2}), {upscaler.backend.name} (auto; fastest:"
+            f" {best}), {writer_threads()} encoding thread(s); pure inference {args.files / inference:.2f} files/s"
         )
-        print(
-            f"  pure inference {args.files / inference:.2f} files/s, srgan upscale loop {args.files / pipeline:.2f}"
-            f" files/s: {inference / pipeline:.0%} of inference throughput"
-        )
+        for suffix in ("png", "jpg"):
+            inputs, outputs = folder / f"in-{suffix}", folder / f"out-{suffix}"
+            inputs.mkdir()
+            for index, item in enumerate(pixels):
+                write_image(Picture(item), inputs / f"image{index:02d}.{suffix}")
+            files, _ = collect_inputs([str(inputs)], False)
+            jobs = plan_jobs(files, outputs, False, "{stem}", 4, None, True)
+            pipeline = timed(lambda: run_jobs(jobs, upscaler, Quiet(), None, 95, 0, "bench"), 1)
+            print(
+                f"  {suffix} in, {suffix} out: srgan upscale loop {args.files / pipeline:.2f} files/s,"
+                f" {inference / pipeline:.0%} of pure inference"
+            )
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ photos in memory and the bicubic degradation) and compute (forward, backward, op
 Photos are made up (smooth noise) so the script needs nothing downloaded; the VGG19 has random
 weights, which costs the same time as ImageNet ones and is used for timing only.
 
-    python benchmarks/train_throughput.py [--steps 10 --batch-size 16 --device auto --precision auto]
+    python benchmarks/train_throughput.py [--steps 10 --batch-size 16 --crop 96 --device auto --precision auto]
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--crop", type=int, default=96, help="side of the HR crops")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto")
     args = parser.parse_args()
@@ -85,7 +86,12 @@ def main() -> None:
             {f"features.{key.split('.', 1)[1]}": value for key, value in VGGFeatures().state_dict().items()}, vgg
         )
         base = TrainSettings(
-            batch_size=args.batch_size, device=args.device, precision=args.precision, max_side=0, validation_crop=96
+            batch_size=args.batch_size,
+            hr_crop=args.crop,
+            device=args.device,
+            precision=args.precision,
+            max_side=0,
+            validation_crop=96,
         )
         stages = {
             "pretrain": base,

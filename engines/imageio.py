@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import imagecodecs
 import numpy as np
 import tifffile
 from PIL import Image, UnidentifiedImageError
@@ -240,6 +239,8 @@ def _decode(path: Path, image: Image.Image) -> np.ndarray:
     """Pixels of the first frame as H×W×C uint8 or uint16."""
     if _is_16_bit(image):
         if image.format == "PNG":
+            import imagecodecs  # only 16-bit PNGs need it, and it is slow to import
+
             array = imagecodecs.png_decode(path.read_bytes())
         else:
             array = tifffile.imread(path, key=0)
@@ -371,6 +372,8 @@ def _encode(picture: Picture, path: Path, key: str, quality: int) -> None:
 
 
 def _write_png16(picture: Picture, path: Path) -> None:
+    import imagecodecs  # only 16-bit PNGs need it, and it is slow to import
+
     pixels = picture.pixels
     encoded = imagecodecs.png_encode(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels, level=6)
     chunks = []

@@ -96,12 +96,13 @@ def blend_weights(tile: Tile, scale: int) -> np.ndarray:
     1 inside the core; inside the blend bands a linear fade-in from near 0 to near 1, the product
     of the two axes in the corner they share. The previous content gets 1 - weight.
     """
-    rows = _axis_weights(tile.y, scale)
-    columns = _axis_weights(tile.x, scale)
+    rows = axis_weights(tile.y, scale)
+    columns = axis_weights(tile.x, scale)
     return (rows[:, None] * columns[None, :])[:, :, None]
 
 
-def _axis_weights(span: Span, scale: int) -> np.ndarray:
+def axis_weights(span: Span, scale: int) -> np.ndarray:
+    """One axis's factor of `blend_weights`: the fade over the blend band, then ones."""
     band = span.blend * scale
     core = (span.core_end - span.core_start) * scale
     fade = (np.arange(band, dtype=np.float32) + 0.5) / band if band else np.empty(0, np.float32)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from .backends import Backend
 from .errors import Cancelled, DeviceOutOfMemory
-from .tiling import Tile, blend_weights, plan_tiles
+from .tiling import Tile, axis_weights, blend_weights, plan_tiles
 
 ProgressCallback = Callable[[int, int], None]
 """Called with (tiles done, tiles in all) after every batch."""
@@ -132,41 +132,122 @@ class Upscaler:
         batch_size = self.backend.fixed_batch or settings.batch_size
         total, done = len(tiles) * len(passes), 0
         for image_pass in passes:
+            canvas = _DeviceCanvas.create(image_pass, self.backend.device, self.scale)
             for start in range(0, len(tiles), batch_size):
                 if cancel is not None and cancel.is_set():
                     raise Cancelled("upscale cancelled")
                 batch = tiles[start : start + batch_size]
-                upscaled = self._infer(image_pass.source, batch)
-                for tile, tile_output in zip(batch, upscaled):
-                    _write_tile(image_pass.target, tile, tile_output, self.scale)
+                if canvas is not None:
+                    windows = canvas.windows(batch)
+                else:
+                    windows = _host_windows(image_pass.source, batch, self.backend.device)
+                upscaled = self._infer(windows, image_pass.source.dtype)
+                if canvas is not None:
+                    canvas.write(batch, upscaled)
+                else:
+                    integers = upscaled.to(torch.uint8 if image_pass.source.dtype == np.uint8 else torch.int32)
+                    host = integers.permute(0, 2, 3, 1).cpu().numpy().astype(image_pass.source.dtype, copy=False)
+                    for tile, tile_output in zip(batch, host):
+                        _write_tile(image_pass.target, tile, tile_output, self.scale)
                 done += len(batch)
                 if progress is not None:
                     progress(done, total)
+            if canvas is not None:
+                canvas.download(image_pass.target)
 
     @torch.inference_mode()
-    def _infer(self, source: np.ndarray, tiles: Sequence[Tile]) -> np.ndarray:
-        """Run a batch of tile windows through the backend.
+    def _infer(self, windows: torch.Tensor, dtype: np.dtype) -> torch.Tensor:
+        """Run a batch of tile windows (N×k×h×w integers on the device) through the backend.
 
-        Returns N×(s·h)×(s·w)×k quantised to the source's dtype, on the host.
+        Returns N×k×(s·h)×(s·w) float32 on the device, already rounded to the integer values
+        of `dtype`, so that no per-tile conversion is left for the host.
         """
         backend = self.backend
-        windows = np.stack(
-            [source[t.y.window_start : t.y.window_end, t.x.window_start : t.x.window_end] for t in tiles]
-        )
-        peak = float(np.iinfo(source.dtype).max)
-        batch = torch.from_numpy(windows.astype(np.int32) if source.dtype == np.uint16 else windows)
-        batch = batch.to(backend.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(peak)
-        if batch.shape[1] == 1:
+        peak = float(np.iinfo(dtype).max)
+        channels, rows, columns = windows.shape[1:]
+        batch = windows.float().div_(peak).contiguous(memory_format=torch.channels_last)
+        if channels == 1:
             batch = batch.expand(-1, 3, -1, -1)
-        rows, columns = batch.shape[2:]
-        batch = _pad_to_engine(batch, backend.fixed_tile_shape, backend.fixed_batch)
-        result = backend.infer(batch)[: len(tiles), :, : rows * backend.scale, : columns * backend.scale]
-        if source.shape[2] == 1:
+        padded = _pad_to_engine(batch, backend.fixed_tile_shape, backend.fixed_batch)
+        result = backend.infer(padded)[: len(windows), :, : rows * backend.scale, : columns * backend.scale]
+        if channels == 1:
             result = result.float().mean(dim=1, keepdim=True)
-        quantised = result.float().clamp_(0.0, 1.0).mul_(peak).round_()
-        quantised = quantised.to(torch.uint8 if source.dtype == np.uint8 else torch.int32)
-        host = quantised.permute(0, 2, 3, 1).cpu().numpy()
-        return host if source.dtype == np.uint8 else host.astype(np.uint16)
+        return result.float().clamp_(0.0, 1.0).mul_(peak).round_()
+
+
+class _DeviceCanvas:
+    """A pass's source and output held on a CUDA device while it is tiled.
+
+    The source goes up once and the finished output comes down once; tiles are cut, blended
+    and written on the device, so the host neither waits for nor converts individual tiles.
+    """
+
+    def __init__(self, source: torch.Tensor, output: torch.Tensor, scale: int) -> None:
+        self.source = source  # k×H×W, uint8 or int32
+        self.output = output  # (s·H)×(s·W)×k, same dtype
+        self.scale = scale
+
+    @classmethod
+    def create(cls, image_pass: _Pass, device: torch.device, scale: int) -> _DeviceCanvas | None:
+        """A canvas on `device`, or None off CUDA or where it would take over half the free memory."""
+        if device.type != "cuda":
+            return None
+        height, width, channels = image_pass.source.shape
+        itemsize = 1 if image_pass.source.dtype == np.uint8 else 4
+        free, _ = torch.cuda.mem_get_info(device)
+        if 2 * height * width * channels * scale * scale * itemsize > free:
+            return None
+        try:
+            return cls.upload(image_pass, device, scale)
+        except torch.OutOfMemoryError:
+            return None
+
+    @classmethod
+    def upload(cls, image_pass: _Pass, device: torch.device, scale: int) -> _DeviceCanvas:
+        """Copy a pass's source to `device` and allocate its output there."""
+        source = image_pass.source
+        height, width, channels = source.shape
+        host = torch.from_numpy(np.ascontiguousarray(source if source.dtype == np.uint8 else source.astype(np.int32)))
+        if device.type == "cuda":
+            host = host.pin_memory()
+        uploaded = host.to(device, non_blocking=True)
+        output = torch.empty((height * scale, width * scale, channels), dtype=uploaded.dtype, device=device)
+        return cls(uploaded.permute(2, 0, 1), output, scale)
+
+    def windows(self, tiles: Sequence[Tile]) -> torch.Tensor:
+        return torch.stack(
+            [self.source[:, t.y.window_start : t.y.window_end, t.x.window_start : t.x.window_end] for t in tiles]
+        )
+
+    def write(self, tiles: Sequence[Tile], upscaled: torch.Tensor) -> None:
+        """Write each tile's output (k×h×w, rounded floats) over its region, blending as `_write_tile` does."""
+        scale, device = self.scale, self.output.device
+        for tile, tile_output in zip(tiles, upscaled):
+            top, left = tile.y.write_start * scale, tile.x.write_start * scale
+            bottom, right = tile.y.core_end * scale, tile.x.core_end * scale
+            window_top, window_left = tile.y.window_start * scale, tile.x.window_start * scale
+            fresh = tile_output[:, top - window_top : bottom - window_top, left - window_left : right - window_left]
+            fresh = fresh.permute(1, 2, 0)
+            region = self.output[top:bottom, left:right]
+            if tile.y.blend == 0 and tile.x.blend == 0:
+                region.copy_(fresh)
+                continue
+            rows = torch.from_numpy(axis_weights(tile.y, scale)).to(device, non_blocking=True)
+            columns = torch.from_numpy(axis_weights(tile.x, scale)).to(device, non_blocking=True)
+            weights = (rows[:, None] * columns[None, :])[:, :, None]
+            blended = fresh * weights + region.float() * (1.0 - weights)
+            region.copy_(blended.round_())
+
+    def download(self, target: np.ndarray) -> None:
+        host = self.output.cpu().numpy()
+        target[...] = host if host.dtype == target.dtype else host.astype(target.dtype)
+
+
+def _host_windows(source: np.ndarray, tiles: Sequence[Tile], device: torch.device) -> torch.Tensor:
+    """A batch of tile windows cut on the host, N×k×h×w on `device` (int32 for 16-bit sources)."""
+    windows = np.stack([source[t.y.window_start : t.y.window_end, t.x.window_start : t.x.window_end] for t in tiles])
+    batch = torch.from_numpy(windows.astype(np.int32) if source.dtype == np.uint16 else windows)
+    return batch.to(device, non_blocking=True).permute(0, 3, 1, 2)
 
 
 def _as_channels(pixels: np.ndarray) -> np.ndarray:

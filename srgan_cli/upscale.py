@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -112,20 +114,25 @@ def run_jobs(
 ) -> Tally:
     """Process every job, reporting as it goes; a failed job never stops the others.
 
-    The next input is decoded and the previous result encoded on their own threads while the
-    current image is upscaled, so the device does not wait on codecs.
+    Inputs are decoded ahead and results encoded on threads while the next image is upscaled,
+    so the device does not wait on codecs. Several results are encoded at once where there are
+    cores for it (a GPU upscales faster than one thread writes PNGs); they are reported in order.
     """
     tally = Tally()
     started = time.perf_counter()
     reporter.start(len(jobs), model_label, upscaler.backend.name)
     runnable = [job for job in jobs if not _settled_without_work(job, reporter, tally)]
+    encoders = writer_threads()
     try:
-        with ThreadPoolExecutor(1, "srgan-read") as reader, ThreadPoolExecutor(1, "srgan-write") as writer:
-            reads = [reader.submit(read_image, job.source, max_pixels) for job in runnable[:1]]
-            writing: _Writing | None = None
+        with (
+            ThreadPoolExecutor(1, "srgan-read") as reader,
+            ThreadPoolExecutor(encoders, "srgan-write") as writer,
+        ):
+            reads = [reader.submit(read_image, job.source, max_pixels) for job in runnable[:READ_AHEAD]]
+            writing: deque[_Writing] = deque()
             for index, job in enumerate(runnable):
-                if index + 1 < len(runnable):
-                    reads.append(reader.submit(read_image, runnable[index + 1].source, max_pixels))
+                if index + READ_AHEAD < len(runnable):
+                    reads.append(reader.submit(read_image, runnable[index + READ_AHEAD].source, max_pixels))
                 began = time.perf_counter()
                 reporter.begin(job.source)
                 try:
@@ -138,14 +145,27 @@ def run_jobs(
                     continue
                 finally:
                     reads[index] = None  # the decoded input is not needed any more
-                _collect(writing, reporter, tally)
+                while len(writing) >= encoders:
+                    _collect(writing.popleft(), reporter, tally)
                 result = replace(picture, pixels=pixels)
-                writing = _Writing(job, writer.submit(write_image, result, job.target, format_key, quality), began)
-            _collect(writing, reporter, tally)
+                writing.append(
+                    _Writing(job, writer.submit(write_image, result, job.target, format_key, quality), began)
+                )
+            while writing:
+                _collect(writing.popleft(), reporter, tally)
     finally:
         reporter.close()
     reporter.summary(tally, time.perf_counter() - started)
     return tally
+
+
+READ_AHEAD = 2
+"""Inputs decoded ahead of the one being upscaled."""
+
+
+def writer_threads() -> int:
+    """Results encoded at once: half the cores, at most 8 (each holds one upscaled image)."""
+    return max(1, min(8, (os.cpu_count() or 2) // 2))
 
 
 @dataclass
@@ -175,10 +195,8 @@ def _failed(job: Job, reason: str, began: float, reporter: Reporter, tally: Tall
     reporter.finish(job.source, job.target, "failed", reason, time.perf_counter() - began)
 
 
-def _collect(writing: _Writing | None, reporter: Reporter, tally: Tally) -> None:
+def _collect(writing: _Writing, reporter: Reporter, tally: Tally) -> None:
     """Wait for a result being written and report it."""
-    if writing is None:
-        return
     try:
         writing.future.result()
     except SrganError as error:

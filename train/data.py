@@ -143,6 +143,10 @@ class CropSampler:
 
     def sample(self, count: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """HR crops count×3×crop×crop and LR crops count×3×(crop/s)×(crop/s), float32 in [0, 1]."""
+        return self.to_tensors(self.cut(count, rng), torch.device("cpu"))
+
+    def cut(self, count: int, rng: np.random.Generator) -> Crops:
+        """The random crops of one batch as uint8 arrays, before conversion (the CPU part of sampling)."""
         scale, crop_size = self.scale, self.crop
         small = crop_size // scale
         high = np.empty((count, crop_size, crop_size, 3), dtype=np.uint8)
@@ -161,12 +165,29 @@ class CropSampler:
                 low[index] = _augment(
                     low_image[top // scale : top // scale + small, left // scale : left // scale + small], flip, turns
                 )
-        hr = torch.from_numpy(high).permute(0, 3, 1, 2).float().div_(255)
-        lr = bicubic_downscale(hr, scale)
-        if paired.any():
-            given = torch.from_numpy(low).permute(0, 3, 1, 2).float().div_(255)
-            lr[torch.from_numpy(paired)] = given[torch.from_numpy(paired)]
+        return Crops(high, low, paired)
+
+    def to_tensors(self, crops: Crops, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(HR, LR) float32 batches on `device`; the bicubic LR is made there, so a GPU does that work."""
+        high = torch.from_numpy(crops.high)
+        if device.type == "cuda":
+            high = high.pin_memory()
+        hr = high.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
+        lr = bicubic_downscale(hr, self.scale)
+        if crops.paired.any():
+            paired = torch.from_numpy(crops.paired).to(device)
+            given = torch.from_numpy(crops.low).to(device).permute(0, 3, 1, 2).float().div_(255)
+            lr[paired] = given[paired]
         return hr, lr
+
+
+@dataclass(frozen=True)
+class Crops:
+    """One batch of crops: HR N×crop×crop×3 and LR N×(crop/s)×(crop/s)×3 uint8, and which LR are given."""
+
+    high: np.ndarray
+    low: np.ndarray
+    paired: np.ndarray
 
 
 def _augment(crop: np.ndarray, flip: bool, turns: int) -> np.ndarray:

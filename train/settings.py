@@ -39,6 +39,9 @@ class TrainSettings:
     lr_drop_step: int = _option(
         0, "step after which the learning rate is divided by 10 (the paper: 1e-4, then 1e-5); 0: never"
     )
+    warmup_steps: int = _option(
+        0, "steps over which the learning rate rises linearly from near 0, which keeps Adam's first steps small"
+    )
     pixel_loss: str = _option("mse", "mse or l1")
     pixel_weight: float = _option(
         0.0, "gan stage: weight of an RGB pixel term next to the VGG loss, against colour drift"
@@ -82,6 +85,8 @@ class TrainSettings:
         for name in ("blocks", "channels", "batch_size", "steps", "checkpoint_every", "validate_every"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1")
+        if self.warmup_steps < 0 or self.lr_drop_step < 0:
+            problems.append("warmup_steps and lr_drop_step must be 0 or more")
         if not 0 <= self.ema_decay < 1:
             problems.append("ema_decay must be in [0, 1)")
         if problems:

@@ -7,6 +7,7 @@ import csv
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from engines import (
 )
 from engines.atomic import atomic_path
 
-from .data import CropSampler, Photo, PhotoSplit, bicubic_downscale, bicubic_upscale, load_pair, load_photo
+from .data import CropSampler, Crops, Photo, PhotoSplit, bicubic_downscale, bicubic_upscale, load_pair, load_photo
 from .losses import discriminator_loss, generator_adversarial_loss, gradient_penalty
 from .metrics import psnr_y, ssim_y
 from .networks import Discriminator, load_vgg19
@@ -90,6 +91,8 @@ class Trainer:
             self.vgg = load_vgg19(Path(settings.vgg_weights) if settings.vgg_weights else None).to(self.device)
         self.step = 0
         self.sampler = CropSampler(split.training, settings.hr_crop, settings.max_side, warn, settings.scale)
+        self._cutter = ThreadPoolExecutor(1, thread_name_prefix="crops")
+        self._upcoming: tuple[int, Future[Crops]] = (-1, Future())
         self.validation_images = [self._validation_crop(path) for path in split.validation] if self.rank == 0 else []
 
     def _device(self) -> torch.device:
@@ -148,9 +151,16 @@ class Trainer:
 
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """HR crops and their LR versions; the crops depend on (seed, rank, step) only."""
-        rng = np.random.default_rng([self.settings.seed, self.rank, self.step])
-        hr, lr = self.sampler.sample(self.settings.batch_size, rng)
-        return hr.to(self.device), lr.to(self.device).contiguous(memory_format=torch.channels_last)
+        step, upcoming = self._upcoming
+        crops = upcoming.result() if step == self.step else self._cut(self.step)
+        # The next step's crops are cut on a thread while this step runs on the device.
+        self._upcoming = (self.step + 1, self._cutter.submit(self._cut, self.step + 1))
+        hr, lr = self.sampler.to_tensors(crops, self.device)
+        return hr, lr.contiguous(memory_format=torch.channels_last)
+
+    def _cut(self, step: int) -> Crops:
+        rng = np.random.default_rng([self.settings.seed, self.rank, step])
+        return self.sampler.cut(self.settings.batch_size, rng)
 
     def _autocast(self) -> torch.autocast:
         enabled = self.autocast_dtype is not None
@@ -158,7 +168,9 @@ class Trainer:
 
     def _learning_rate(self) -> float:
         drop = self.settings.lr_drop_step and self.step >= self.settings.lr_drop_step
-        return self.settings.learning_rate / 10 if drop else self.settings.learning_rate
+        rate = self.settings.learning_rate / 10 if drop else self.settings.learning_rate
+        warmup = self.settings.warmup_steps
+        return rate * min(1.0, (self.step + 1) / warmup) if warmup else rate
 
     def train_step(self) -> dict[str, float]:
         """One optimizer step (both networks in the gan stage) on a fresh batch; returns losses."""
@@ -232,7 +244,9 @@ class Trainer:
     @torch.no_grad()
     def _update_ema(self) -> None:
         decay = self.settings.ema_decay if self.settings.ema_decay else 0.0
-        decay = min(decay, (1 + self.step) / (10 + self.step))  # warm-up: early weights fade fast
+        if not self.settings.init_generator:
+            # From random weights the first ones should fade fast; a given generator is kept.
+            decay = min(decay, (1 + self.step) / (10 + self.step))
         for average, current in zip(
             self.ema.state_dict().values(), self._generator_module.state_dict().values(), strict=True
         ):
