@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engines import Picture, Precision, TileSettings, create_upscaler, load_model, save_model, write_image
+from engines import Picture, Precision, TileSettings, create_upscaler, load_model, read_image, save_model, write_image
 from engines.compiled import tensorrt_unavailable_reason
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -57,6 +57,22 @@ def timed(function, repeats: int) -> float:
     return best
 
 
+def folder_images(photo: Path | None, height: int, width: int, count: int) -> list[np.ndarray]:
+    """`count` different height×width RGB images: crops of a real photo, else shifted synthetic ones."""
+    if photo is None:
+        small = photo_like(height, width, seed=3)
+        return [np.roll(small, index * 7, axis=1) for index in range(count)]
+    source = read_image(photo).pixels[:, :, :3]
+    rows, columns = source.shape[0] - height, source.shape[1] - width
+    if rows < 0 or columns < 0:
+        raise SystemExit(f"{photo}: smaller than the {width}×{height} crops; give a larger photo")
+    rng = np.random.default_rng(0)
+    return [
+        np.ascontiguousarray(source[top : top + height, left : left + width])
+        for top, left in zip(rng.integers(0, rows + 1, count), rng.integers(0, columns + 1, count))
+    ]
+
+
 def variants(device: str) -> list[tuple[str, Precision]]:
     rows = [("eager", Precision.FP32)]
     rows += [("eager", Precision.BF16)] if device == "cpu" else [("eager", Precision.FP16), ("eager", Precision.BF16)]
@@ -72,7 +88,12 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--files", type=int, default=8)
+    parser.add_argument("--photo", type=Path, help="cut the folder's images from this photo (else synthetic)")
+    parser.add_argument(
+        "--backends", default="eager,compiled,tensorrt", help="comma-separated subset of eager, compiled, tensorrt"
+    )
     args = parser.parse_args()
+    args.backends = args.backends.split(",")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     width = args.width or (1920 if device == "cuda" else 480)
     height = args.height or (1080 if device == "cuda" else 270)
@@ -88,22 +109,27 @@ def main() -> None:
         save_model(model_path, make_generator())
         model = load_model(model_path)
         rates = {}
+        print(f"{'backend':34} {'out Mpx/s':>10} {'vs eager fp32':>14} {'setup s':>8}", flush=True)
         for backend, precision in variants(device):
+            if backend not in args.backends:
+                continue
             started = time.perf_counter()
             upscaler = create_upscaler(model, device, precision, TileSettings(), backend, folder / "engines")
             setup = time.perf_counter() - started
-            seconds = timed(lambda: upscaler.upscale(image), args.repeats)
-            rates[upscaler.backend.name] = (output_mpx / seconds, setup)
-        baseline = next(iter(rates.values()))[0]
-        print(f"{'backend':34} {'out Mpx/s':>10} {'vs eager fp32':>14} {'setup s':>8}")
-        for label, (rate, setup) in rates.items():
-            print(f"{label:34} {rate:10.3f} {rate / baseline:13.2f}× {setup:8.1f}")
+            for autotune in (False, True) if device == "cuda" and backend == "eager" else (False,):
+                torch.backends.cudnn.benchmark = autotune
+                seconds = timed(lambda: upscaler.upscale(image), args.repeats)
+                rate = output_mpx / seconds
+                label = upscaler.backend.name + (" cudnn autotune" if autotune else "")
+                rates[label] = rate
+                baseline = next(iter(rates.values()))
+                print(f"{label:34} {rate:10.3f} {rate / baseline:13.2f}× {setup:8.1f}", flush=True)
+            torch.backends.cudnn.benchmark = False
 
-        best = max(rates, key=lambda label: rates[label][0])
+        best = max(rates, key=lambda label: rates[label])
         backend = "auto"
         upscaler = create_upscaler(model, device, Precision.AUTO, TileSettings(), backend, folder / "engines")
-        small = photo_like(height // 2, width // 2, seed=3)
-        pixels = [np.roll(small, index * 7, axis=1) for index in range(args.files)]
+        pixels = folder_images(args.photo, height // 2, width // 2, args.files)
         inference = timed(lambda: [upscaler.upscale(item) for item in pixels], 1)
         print(
             f"folder of {args.files} images ({width // 2}×{height // 2}), {upscaler.backend.name} (auto; fastest:"

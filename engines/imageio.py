@@ -296,16 +296,21 @@ def apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(_ORIENTATIONS.get(orientation, _ORIENTATIONS[1])(pixels))
 
 
-def write_image(picture: Picture, path: Path, image_format: str | None = None, quality: int = 95) -> None:
+def write_image(
+    picture: Picture, path: Path, image_format: str | None = None, quality: int = 95, png_compression: int = 6
+) -> None:
     """Encode `picture` to `path` atomically, creating missing parent folders.
 
     image_format: 'png', 'jpeg', 'webp', 'tiff' or 'bmp'; None takes it from the extension.
     quality: 1-100 for JPEG and WebP (100 makes WebP lossless).
+    png_compression: zlib level 0-9 for PNG; 1 writes about 4 times faster than 6, 20% larger.
     16 bits are kept in PNG, TIFF and PAM and reduced to 8 for the others. JPEG cannot hold alpha: an
     opaque alpha channel is dropped, any other raises ImageWriteError.
     Raises ImageWriteError naming the file and the fix; no file is left at `path` on failure.
     """
     path = Path(path)
+    if not 0 <= png_compression <= 9:
+        raise ValueError(f"PNG compression must be 0-9, not {png_compression}")
     key = format_for(path, image_format)
     picture = _fit_format(path, picture, key)
     try:
@@ -316,7 +321,7 @@ def write_image(picture: Picture, path: Path, image_format: str | None = None, q
         ) from None
     try:
         with atomic_path(path) as temporary:
-            _encode(picture, temporary, key, quality)
+            _encode(picture, temporary, key, quality, png_compression)
     except OSError as error:
         raise ImageWriteError(
             f"{path}: cannot write the image ({_first_line(error)}); check the folder's permissions and free space"
@@ -340,13 +345,13 @@ def _fit_format(path: Path, picture: Picture, key: str) -> Picture:
     return replace(picture, pixels=pixels)
 
 
-def _encode(picture: Picture, path: Path, key: str, quality: int) -> None:
+def _encode(picture: Picture, path: Path, key: str, quality: int, png_compression: int) -> None:
     if key == "pam":
         _write_pam(picture, path)
         return
     if picture.pixels.dtype == np.uint16:
         if key == "png":
-            _write_png16(picture, path)
+            _write_png16(picture, path, png_compression)
         else:
             _write_tiff16(picture, path)
         return
@@ -367,15 +372,15 @@ def _encode(picture: Picture, path: Path, key: str, quality: int) -> None:
     elif key == "tiff":
         options["compression"] = "tiff_adobe_deflate"
     elif key == "png":
-        options["compress_level"] = 6
+        options["compress_level"] = png_compression
     image.save(path, format=FORMATS[key], **options)
 
 
-def _write_png16(picture: Picture, path: Path) -> None:
+def _write_png16(picture: Picture, path: Path, level: int) -> None:
     import imagecodecs  # only 16-bit PNGs need it, and it is slow to import
 
     pixels = picture.pixels
-    encoded = imagecodecs.png_encode(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels, level=6)
+    encoded = imagecodecs.png_encode(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels, level=level)
     chunks = []
     if picture.icc_profile:
         chunks.append(_png_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(picture.icc_profile)))

@@ -207,7 +207,7 @@ class _DeviceCanvas:
         """Copy a pass's source to `device` and allocate its output there."""
         source = image_pass.source
         height, width, channels = source.shape
-        host = torch.from_numpy(np.ascontiguousarray(source if source.dtype == np.uint8 else source.astype(np.int32)))
+        host = torch.from_numpy(np.require(source if source.dtype == np.uint8 else source.astype(np.int32), None, "CW"))
         if device.type == "cuda":
             host = host.pin_memory()
         uploaded = host.to(device, non_blocking=True)

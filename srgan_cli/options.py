@@ -76,3 +76,15 @@ def tile_settings(tile: int | None, overlap: int, batch: int) -> TileSettings:
         return TileSettings(tile_size=tile, overlap=overlap, batch_size=batch)
     except ValueError as error:
         raise UsageProblem(f"--tile {tile} --overlap {overlap}: {error}") from None
+
+
+PngCompressionOption = Annotated[
+    int,
+    typer.Option(
+        "--png-compression",
+        min=0,
+        max=9,
+        help="PNG zlib level: 1 writes about 4× faster than 6 and 20% larger; 9 is smallest and slowest.",
+    ),
+]
+DEFAULT_PNG_COMPRESSION = 6

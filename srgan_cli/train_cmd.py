@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from train import load_settings
-from train.run import TrainingEvents, run_training, start_distributed, stop_distributed
+from train.run import SETTINGS_NAME, TrainingEvents, run_training, start_distributed, stop_distributed
 from train.trainer import Validation
 
 from .state import CliState
@@ -32,7 +32,9 @@ def train(
     lr_dir: Annotated[
         Optional[Path], typer.Option("--lr-dir", help="LR images paired by name with DATA_DIR's.")
     ] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint.")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint, with its saved settings.")
+    ] = False,
     steps: Annotated[Optional[int], typer.Option("--steps", help="Optimizer steps in all.")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Crops per step.")] = None,
     learning_rate: Annotated[Optional[float], typer.Option("--learning-rate", help="Adam learning rate.")] = None,
@@ -40,7 +42,7 @@ def train(
     channels: Annotated[Optional[int], typer.Option("--channels", help="Feature channels.")] = None,
     hr_crop: Annotated[Optional[int], typer.Option("--hr-crop", help="High-resolution crop side.")] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = None,
-    precision: Annotated[Optional[str], typer.Option("--precision", help="auto, fp32 or bf16.")] = None,
+    precision: Annotated[Optional[str], typer.Option("--precision", help="auto, fp32, bf16 or fp16 (CUDA).")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for weights, crops and the split.")] = None,
     validate_every: Annotated[
         Optional[int], typer.Option("--validate-every", help="Steps between validations.")
@@ -82,6 +84,9 @@ def train(
         vgg_weights=str(vgg_weights) if vgg_weights else None,
         adversarial=adversarial,
     )
+    saved = out / SETTINGS_NAME
+    if resume and config is None and saved.is_file():
+        config = saved  # a resumed run keeps its settings; flags may change only its schedule
     settings = load_settings(config, overrides)
     console = Console(highlight=False)
     progress = Progress(

@@ -35,6 +35,8 @@ from .options import (
     DEFAULT_MAX,
     DEFAULT_OVERLAP,
     DEFAULT_TILE,
+    DEFAULT_PNG_COMPRESSION,
+    PngCompressionOption,
     BatchOption,
     DeviceOption,
     JsonOption,
@@ -70,6 +72,7 @@ def upscale(
     quality: Annotated[
         int, typer.Option("--quality", "-q", min=1, max=100, help="JPEG/WebP quality; 100 is lossless WebP.")
     ] = 95,
+    png_compression: PngCompressionOption = DEFAULT_PNG_COMPRESSION,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace outputs that exist.")] = False,
     model: ModelOption = None,
     tile: TileOption = DEFAULT_TILE,
@@ -98,7 +101,7 @@ def upscale(
         format_key = format_for(output)
     jobs = problems + plan_jobs(files, output, to_file, name, loaded.scale, format_key, overwrite)
     reporter: Reporter = JsonReporter() if json_lines else RichReporter()
-    tally = run_jobs(jobs, upscaler, reporter, format_key, quality, max_pixels, model_label=str(loaded.info.path))
+    tally = run_jobs(jobs, upscaler, reporter, format_key, quality, max_pixels, str(loaded.info.path), png_compression)
     if tally.failed:
         raise typer.Exit(1)
 
@@ -111,6 +114,7 @@ def run_jobs(
     quality: int,
     max_pixels: int,
     model_label: str,
+    png_compression: int = DEFAULT_PNG_COMPRESSION,
 ) -> Tally:
     """Process every job, reporting as it goes; a failed job never stops the others.
 
@@ -149,7 +153,9 @@ def run_jobs(
                     _collect(writing.popleft(), reporter, tally)
                 result = replace(picture, pixels=pixels)
                 writing.append(
-                    _Writing(job, writer.submit(write_image, result, job.target, format_key, quality), began)
+                    _Writing(
+                        job, writer.submit(write_image, result, job.target, format_key, quality, png_compression), began
+                    )
                 )
             while writing:
                 _collect(writing.popleft(), reporter, tally)

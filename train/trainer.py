@@ -247,13 +247,17 @@ class Trainer:
         if not self.settings.init_generator:
             # From random weights the first ones should fade fast; a given generator is kept.
             decay = min(decay, (1 + self.step) / (10 + self.step))
+        averages, currents = [], []
         for average, current in zip(
             self.ema.state_dict().values(), self._generator_module.state_dict().values(), strict=True
         ):
             if average.is_floating_point():
-                average.lerp_(current, 1 - decay)
+                averages.append(average)
+                currents.append(current)
             else:
                 average.copy_(current)
+        # One fused update instead of a kernel launch per tensor, which dominated small GPU steps.
+        torch._foreach_lerp_(averages, currents, 1 - decay)
 
     def validate(self) -> Validation:
         """PSNR/SSIM (Y, border shaved) of the EMA generator and of bicubic on held-out crops.
@@ -261,7 +265,7 @@ class Trainer:
         Runs through the shared `Upscaler`; saves a LR | bicubic | SR | HR grid per validation.
         """
         scale = self.settings.scale
-        backend = TorchBackend(fold_batchnorm(self.ema), scale, self.device, Precision.FP32)
+        backend = TorchBackend(fold_batchnorm(copy.deepcopy(self.ema).cpu()), scale, self.device, Precision.FP32)
         upscaler = Upscaler(backend, TileSettings())
         scores = []
         rows = []

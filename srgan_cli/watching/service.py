@@ -43,6 +43,7 @@ class WatchSettings:
     name_template: str = "{stem}"
     format_key: str | None = None
     quality: int = 95
+    png_compression: int = 6
     max_pixels: int = DEFAULT_MAX_PIXELS
     on_success: str = "keep"
     archive_dir: Path | None = None
@@ -335,7 +336,9 @@ class WatchService:
             self._fail(prepared, str(error))
             return None
         result = replace(picture, pixels=pixels)
-        future = encoder.submit(write_image, result, output, self.settings.format_key, self.settings.quality)
+        future = encoder.submit(
+            write_image, result, output, self.settings.format_key, self.settings.quality, self.settings.png_compression
+        )
         return _Written(prepared, output, started, future)
 
     def _collect(self, writing: list[_Written]) -> list[_Written]:

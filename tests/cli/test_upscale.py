@@ -104,6 +104,20 @@ def test_format_and_quality(tmp_path, tiny_model_file, photo):
     assert Image.open(tmp_path / "x.webp").format == "WEBP"
 
 
+def test_png_compression_trades_size_for_speed_and_keeps_pixels(tmp_path, tiny_model_file, photo):
+    sizes = {}
+    for level in ("1", "9"):
+        result = srgan(
+            "upscale", photo, "-o", tmp_path / f"l{level}.png", "--png-compression", level, "-m", tiny_model_file
+        )
+        assert result.exit_code == 0, result.output
+        sizes[level] = (tmp_path / f"l{level}.png").stat().st_size
+    assert sizes["1"] > sizes["9"]
+    assert np.array_equal(read_image(tmp_path / "l1.png").pixels, read_image(tmp_path / "l9.png").pixels)
+    refused = srgan("upscale", photo, "-o", tmp_path / "bad.png", "--png-compression", "10", "-m", tiny_model_file)
+    assert refused.exit_code == 2 and not (tmp_path / "bad.png").exists()
+
+
 def test_json_lines_describe_progress_and_results(tmp_path, tiny_model_file, photo):
     result = srgan(
         "upscale", photo, "-o", tmp_path / "o.png", "-m", tiny_model_file, "--json", "--tile", "16", "--overlap", "2"

@@ -63,6 +63,21 @@ def test_sixteen_bit_round_trips(tmp_path, channels, extension):
     np.testing.assert_array_equal(read, pixels)
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_png_compression_level_changes_size_not_pixels(tmp_path, dtype):
+    pixels = np.repeat(np.linspace(0, np.iinfo(dtype).max, 96, dtype=dtype)[None, :, None], 64, axis=0)
+    pixels = np.repeat(pixels, 3, axis=2)
+    pixels[::7] = random_image(10, 96, 3, dtype=dtype)[0]
+    write_image(Picture(pixels), tmp_path / "fast.png", png_compression=0)
+    write_image(Picture(pixels), tmp_path / "small.png", png_compression=9)
+    assert (tmp_path / "fast.png").stat().st_size > (tmp_path / "small.png").stat().st_size
+    for name in ("fast.png", "small.png"):
+        assert np.array_equal(read_image(tmp_path / name).pixels, pixels)
+    with pytest.raises(ValueError, match="0-9"):
+        write_image(Picture(pixels), tmp_path / "bad.png", png_compression=10)
+    assert not (tmp_path / "bad.png").exists()
+
+
 def test_sixteen_bit_files_from_other_writers_are_read_at_full_depth(tmp_path):
     pixels = random_image(8, 6, 3, dtype=np.uint16)
     path = tmp_path / "plain.tif"

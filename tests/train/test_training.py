@@ -16,7 +16,7 @@ from train.data import CropSampler, bicubic_downscale, find_images, find_pairs, 
 from train.metrics import psnr_y, ssim_y
 from train.run import TrainingEvents, run_training
 from train.settings import SettingsError
-from train.trainer import CHECKPOINT_NAME
+from train.trainer import CHECKPOINT_NAME, Trainer
 
 TINY = TrainSettings(
     blocks=1,
@@ -73,6 +73,24 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(photos, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(first.network(image), second.network(image), rtol=0, atol=1e-6)
     assert (tmp_path / "split" / CHECKPOINT_NAME).exists()
+
+
+def test_a_given_generator_is_kept_by_the_ema_and_the_learning_rate_warms_up(photos, tmp_path):
+    start = run_training(dataclasses.replace(TINY, steps=3), photos, tmp_path / "first").model
+    settings = dataclasses.replace(
+        TINY, init_generator=str(start), warmup_steps=4, learning_rate=1e-2, ema_decay=0.99, steps=1
+    )
+    trainer = Trainer(settings, split_photos(find_images(photos), settings.holdout, settings.seed), tmp_path, print)
+    assert trainer._learning_rate() == pytest.approx(1e-2 / 4)
+    before = {name: value.clone() for name, value in trainer.ema.state_dict().items()}
+    trainer.train_step()
+    assert trainer._learning_rate() == pytest.approx(1e-2 / 2)
+    moved = trainer._generator_module.state_dict()
+    for name, value in trainer.ema.state_dict().items():
+        if value.is_floating_point() and not torch.equal(moved[name], before[name]):
+            # The average moves 1 % of the way (decay 0.99), not most of it as from random weights.
+            expected = before[name] + 0.01 * (moved[name] - before[name])
+            assert torch.allclose(value, expected, atol=1e-6), name
 
 
 def test_interrupt_writes_a_checkpoint(photos, tmp_path):
@@ -214,3 +232,10 @@ def test_train_command(photos, tmp_path):
     assert (run / "generator.safetensors").is_file() and (run / "settings.toml").is_file()
     again = CliRunner().invoke(app, [*arguments, "--config", str(config)])
     assert again.exit_code == 1 and "--resume" in again.stderr
+    # --resume alone takes the run's saved settings; --steps may extend its schedule.
+    longer = [
+        item if item != "2" or previous != "--steps" else "3" for previous, item in zip(["", *arguments], arguments)
+    ]
+    resumed = CliRunner().invoke(app, [*longer, "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "steps 2→3" in resumed.output
