@@ -223,12 +223,9 @@ class _DeviceCanvas:
         """Write each tile's output (k×h×w, rounded floats) over its region, blending as `_write_tile` does."""
         scale, device = self.scale, self.output.device
         for tile, tile_output in zip(tiles, upscaled):
-            top, left = tile.y.write_start * scale, tile.x.write_start * scale
-            bottom, right = tile.y.core_end * scale, tile.x.core_end * scale
-            window_top, window_left = tile.y.window_start * scale, tile.x.window_start * scale
-            fresh = tile_output[:, top - window_top : bottom - window_top, left - window_left : right - window_left]
-            fresh = fresh.permute(1, 2, 0)
-            region = self.output[top:bottom, left:right]
+            target_area, tile_area = _placement(tile, scale)
+            fresh = tile_output[(slice(None), *tile_area)].permute(1, 2, 0)
+            region = self.output[target_area]
             if tile.y.blend == 0 and tile.x.blend == 0:
                 region.copy_(fresh)
                 continue
@@ -273,14 +270,23 @@ def _pad_to_engine(batch: torch.Tensor, tile_shape: tuple[int, int] | None, batc
 
 def _write_tile(target: np.ndarray, tile: Tile, tile_output: np.ndarray, scale: int) -> None:
     """Write a tile's output over its region of `target`, blending in its blend bands."""
-    top, left = tile.y.write_start * scale, tile.x.write_start * scale
-    bottom, right = tile.y.core_end * scale, tile.x.core_end * scale
-    window_top, window_left = tile.y.window_start * scale, tile.x.window_start * scale
-    fresh = tile_output[top - window_top : bottom - window_top, left - window_left : right - window_left]
-    region = target[top:bottom, left:right]
+    target_area, tile_area = _placement(tile, scale)
+    fresh = tile_output[tile_area]
+    region = target[target_area]
     if tile.y.blend == 0 and tile.x.blend == 0:
         region[...] = fresh
         return
     weights = blend_weights(tile, scale)
     blended = fresh * weights + region * (1.0 - weights)
     region[...] = np.rint(blended).astype(target.dtype)
+
+
+def _placement(tile: Tile, scale: int) -> tuple[tuple[slice, slice], tuple[slice, slice]]:
+    """Where a tile writes: (rows, columns) in the output image and in the tile's own output."""
+    top, left = tile.y.write_start * scale, tile.x.write_start * scale
+    bottom, right = tile.y.core_end * scale, tile.x.core_end * scale
+    window_top, window_left = tile.y.window_start * scale, tile.x.window_start * scale
+    return (
+        (slice(top, bottom), slice(left, right)),
+        (slice(top - window_top, bottom - window_top), slice(left - window_left, right - window_left)),
+    )
