@@ -14,11 +14,11 @@ from pathlib import Path
 
 import torch
 
-from engines import GeneratorConfig, SRGANGenerator, save_model
+from engines import GeneratorConfig, SRGANGenerator, load_model, save_model
 from train import load_settings
 from train.data import find_images
 from train.run import SETTINGS_NAME
-from train.trainer import CHECKPOINT_NAME
+from train.trainer import CHECKPOINT_NAME, lineage
 
 
 def main() -> None:
@@ -42,6 +42,7 @@ def main() -> None:
         "batch": f"{settings.batch_size}×{settings.hr_crop}²",
         "loss": settings.pixel_loss,
         "learning_rate": str(settings.learning_rate),
+        **lineage(load_model(Path(settings.init_generator)).info if settings.init_generator else None, state["step"]),
     }
     with (args.run_dir / "metrics.csv").open() as stream:
         validations = [row for row in csv.DictReader(stream) if row["psnr"] and int(row["step"]) <= state["step"]]

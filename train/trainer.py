@@ -26,6 +26,7 @@ from engines import (
     TorchBackend,
     Upscaler,
     fold_batchnorm,
+    ModelInfo,
     load_generator,
     resolve_device,
     save_model,
@@ -71,6 +72,7 @@ class Trainer:
         self.device = self._device()
         self.autocast_dtype = self._autocast_dtype()
         torch.manual_seed(settings.seed)
+        self.init_info: ModelInfo | None = None  # the file the generator started from, if any
         config = GeneratorConfig(settings.scale, settings.blocks, settings.channels, settings.batchnorm)
         generator = self._initial_generator(config).to(self.device, memory_format=torch.channels_last)
         self.ema = copy.deepcopy(generator).eval().requires_grad_(False)
@@ -106,6 +108,7 @@ class Trainer:
         if not self.settings.init_generator:
             return SRGANGenerator(config)
         generator, info = load_generator(Path(self.settings.init_generator))
+        self.init_info = info
         if info.config != config:
             raise SettingsError(f"{info.path}: is a {info.config}, but the settings ask for {config}")
         return generator
@@ -335,6 +338,7 @@ class Trainer:
             if self.settings.stage == "pretrain"
             else f"vgg54+{self.settings.adversarial}",
             "hours": f"{seconds / 3600:.2f}",
+            **lineage(self.init_info, self.step),
         }
         if validation is not None:
             summary["val_psnr_y"] = f"{validation.psnr:.2f}"
@@ -342,6 +346,17 @@ class Trainer:
         path = self.run_dir / MODEL_NAME
         save_model(path, copy.deepcopy(self.ema).cpu(), summary)
         return path
+
+
+def lineage(start: ModelInfo | None, steps: int) -> dict[str, str]:
+    """Metadata that keeps a fine-tuned model's history: what it started from and its steps in all."""
+    if start is None:
+        return {"total_steps": str(steps)}
+    before = int(start.training.get("total_steps") or start.training.get("steps") or 0)
+    return {
+        "started_from": f"{start.path.name} (sha256 {start.sha256[:12]}, {before} steps)",
+        "total_steps": str(before + steps),
+    }
 
 
 class MetricsLog:

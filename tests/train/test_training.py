@@ -91,6 +91,9 @@ def test_a_given_generator_is_kept_by_the_ema_and_the_learning_rate_warms_up(pho
             # The average moves 1 % of the way (decay 0.99), not most of it as from random weights.
             expected = before[name] + 0.01 * (moved[name] - before[name])
             assert torch.allclose(value, expected, atol=1e-6), name
+    training = load_model(trainer.export(None, photos=6, seconds=1.0)).info.training
+    assert training["total_steps"] == "4"  # 3 before this run, 1 in it
+    assert training["started_from"].startswith(f"{start.name} (sha256 ")
 
 
 def test_interrupt_writes_a_checkpoint(photos, tmp_path):
