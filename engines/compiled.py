@@ -9,6 +9,8 @@ to. Engines live in an `EngineCache` keyed on everything they depend on.
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -61,7 +63,37 @@ def build_compiled(model: LoadedModel, device: torch.device, precision: Precisio
     with tempfile.TemporaryDirectory() as scratch:
         built = Path(scratch) / "engine.pt2"
         torch._inductor.aoti_compile_and_package(program, package_path=str(built))
+        check_package_runs(built, device)
         return cache.store(key, built)
+
+
+_PROBE = """
+import sys, torch
+runner = torch._inductor.aoti_load_package(sys.argv[1])
+runner(torch.rand(1, 3, 16, 16, device=sys.argv[2]).contiguous(memory_format=torch.channels_last))
+"""
+
+
+def check_package_runs(package: Path, device: torch.device) -> None:
+    """Load and run a freshly built package in a child process before it is kept.
+
+    Loading a package can crash the whole process rather than raise (torch 2.11 did, with a
+    segmentation fault, on a lent H100), so it is tried where a crash costs nothing.
+    Raises BackendError saying what happened.
+    """
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", _PROBE, str(package), str(device)], capture_output=True, text=True, timeout=600
+        )
+    except subprocess.TimeoutExpired:
+        raise BackendError(f"{package}: the compiled package did not load within 10 minutes") from None
+    if result.returncode != 0:
+        how = f"killed by signal {-result.returncode}" if result.returncode < 0 else f"exit {result.returncode}"
+        last = (result.stderr.strip().splitlines() or [""])[-1]
+        raise BackendError(
+            f"the compiled package does not run with torch {torch.__version__} here ({how}"
+            f"{': ' + last if last else ''}); it was not kept, use --backend eager"
+        )
 
 
 def export_onnx(model: LoadedModel, path: Path, opset: int = 17) -> Path:

@@ -100,6 +100,24 @@ def test_onnx_export_runs_in_onnx_runtime_through_the_core(tmp_path, built):
     assert np.abs(upscaler.upscale(pixels).astype(int) - eager(model, pixels)).max() <= 1
 
 
+def test_a_package_that_does_not_run_is_not_kept(tmp_path):
+    from engines.compiled import check_package_runs
+
+    broken = tmp_path / "engine.pt2"
+    broken.write_bytes(b"PK\x03\x04 not really a package")
+    with pytest.raises(BackendError, match="does not run with torch .* it was not kept"):
+        check_package_runs(broken, torch.device("cpu"))
+
+
+def test_a_package_that_crashes_its_loader_is_reported_by_signal(tmp_path, monkeypatch):
+    """What torch 2.11 did on a lent H100: the load ended the process with SIGSEGV."""
+    from engines import compiled
+
+    monkeypatch.setattr(compiled, "_PROBE", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
+    with pytest.raises(BackendError, match="killed by signal 11"):
+        compiled.check_package_runs(tmp_path / "engine.pt2", torch.device("cpu"))
+
+
 def test_cache_keys_change_with_every_part():
     base = EngineKey.for_device("compiled", "ab" * 32, CPU, "fp32")
     variants = [
