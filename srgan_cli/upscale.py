@@ -149,14 +149,11 @@ def run_jobs(
                     continue
                 finally:
                     reads[index] = None  # the decoded input is not needed any more
-                while len(writing) >= encoders:
+                while writing and (len(writing) >= encoders or sum(item.nbytes for item in writing) > PENDING_BYTES):
                     _collect(writing.popleft(), reporter, tally)
                 result = replace(picture, pixels=pixels)
-                writing.append(
-                    _Writing(
-                        job, writer.submit(write_image, result, job.target, format_key, quality, png_compression), began
-                    )
-                )
+                future = writer.submit(write_image, result, job.target, format_key, quality, png_compression)
+                writing.append(_Writing(job, future, began, pixels.nbytes))
             while writing:
                 _collect(writing.popleft(), reporter, tally)
     finally:
@@ -167,6 +164,8 @@ def run_jobs(
 
 READ_AHEAD = 2
 """Inputs decoded ahead of the one being upscaled."""
+PENDING_BYTES = 1 << 30
+"""Upscaled images waiting to be encoded may hold this much memory before the loop waits."""
 
 
 def writer_threads() -> int:
@@ -179,6 +178,7 @@ class _Writing:
     job: Job
     future: Future
     began: float
+    nbytes: int
 
 
 def _settled_without_work(job: Job, reporter: Reporter, tally: Tally) -> bool:

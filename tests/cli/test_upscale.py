@@ -118,6 +118,27 @@ def test_png_compression_trades_size_for_speed_and_keeps_pixels(tmp_path, tiny_m
     assert refused.exit_code == 2 and not (tmp_path / "bad.png").exists()
 
 
+@pytest.mark.parametrize("pending_bytes", [1 << 30, 1])
+def test_several_encoders_write_every_result_and_report_in_order(tmp_path, tiny_model_file, monkeypatch, pending_bytes):
+    from srgan_cli import upscale as upscale_module
+
+    monkeypatch.setattr(upscale_module, "writer_threads", lambda: 3)
+    monkeypatch.setattr(upscale_module, "PENDING_BYTES", pending_bytes)
+    names = [f"image{index}" for index in range(7)]
+    for index, name in enumerate(names):
+        save(tmp_path / "in" / f"{name}.png", random_image(12 + index, 15, 3, seed=index))
+    (tmp_path / "in" / "broken.png").write_bytes(b"not a png")
+    result = srgan("upscale", tmp_path / "in", "-o", tmp_path / "out", "-m", tiny_model_file, "--json")
+    assert result.exit_code == 1  # the broken file
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    done = [Path(event["input"]).stem for event in events if event["event"] == "result" and event["status"] == "done"]
+    assert done == names
+    upscaler = create_upscaler(load_model(tiny_model_file))
+    for name in names:
+        expected = upscaler.upscale(read_image(tmp_path / "in" / f"{name}.png").pixels)
+        assert np.array_equal(read_image(tmp_path / "out" / f"{name}_x4.png").pixels, expected)
+
+
 def test_json_lines_describe_progress_and_results(tmp_path, tiny_model_file, photo):
     result = srgan(
         "upscale", photo, "-o", tmp_path / "o.png", "-m", tiny_model_file, "--json", "--tile", "16", "--overlap", "2"
