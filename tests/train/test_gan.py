@@ -16,7 +16,7 @@ from tests.train.test_training import TINY, smooth_photo
 from train.losses import discriminator_loss, generator_adversarial_loss
 from train.networks import Discriminator, VGGFeatures, load_vgg19
 from train.run import TrainingEvents, run_training
-from train.settings import SettingsError
+from train.settings import SettingsError, TrainSettings
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +46,16 @@ def pretrained(tmp_path) -> Path:
     return path
 
 
+def gan_settings(start: Path, vgg_file: Path, **changes) -> TrainSettings:
+    """TINY in the gan stage, from the generator in `start`, with the test's small VGG."""
+    return dataclasses.replace(TINY, stage="gan", init_generator=str(start), vgg_weights=str(vgg_file), **changes)
+
+
 @pytest.mark.parametrize("adversarial", ["bce", "ragan", "wgan-gp"])
 def test_gan_stage_runs_with_every_adversarial_loss(photos, pretrained, vgg_file, tmp_path, adversarial):
-    settings = dataclasses.replace(
-        TINY,
-        stage="gan",
-        init_generator=str(pretrained),
-        vgg_weights=str(vgg_file),
+    settings = gan_settings(
+        pretrained,
+        vgg_file,
         adversarial=adversarial,
         hr_crop=32,
         steps=3,
@@ -72,11 +75,9 @@ def test_gan_stage_runs_with_every_adversarial_loss(photos, pretrained, vgg_file
 
 
 def test_gan_stage_starts_from_the_pretrained_generator(photos, pretrained, vgg_file, tmp_path):
-    settings = dataclasses.replace(
-        TINY,
-        stage="gan",
-        init_generator=str(pretrained),
-        vgg_weights=str(vgg_file),
+    settings = gan_settings(
+        pretrained,
+        vgg_file,
         hr_crop=32,
         steps=1,
         learning_rate=0.0,
@@ -95,7 +96,7 @@ def test_gan_stage_needs_a_pretrained_generator_of_the_same_shape(photos, vgg_fi
         dataclasses.replace(TINY, stage="gan")
     other = tmp_path / "other.safetensors"
     save_model(other, tiny_generator(dataclasses.replace(tiny_generator().config, channels=4)))
-    settings = dataclasses.replace(TINY, stage="gan", init_generator=str(other), vgg_weights=str(vgg_file), hr_crop=32)
+    settings = gan_settings(other, vgg_file, hr_crop=32)
     with pytest.raises(SettingsError, match="the settings ask for"):
         run_training(settings, photos, tmp_path / "run")
 
@@ -169,11 +170,9 @@ def test_fp16_needs_cuda(photos, tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 def test_cuda_mixed_precision_gan_steps(photos, pretrained, vgg_file, tmp_path, precision):
-    settings = dataclasses.replace(
-        TINY,
-        stage="gan",
-        init_generator=str(pretrained),
-        vgg_weights=str(vgg_file),
+    settings = gan_settings(
+        pretrained,
+        vgg_file,
         hr_crop=32,
         steps=3,
         device="cuda",

@@ -247,29 +247,18 @@ def test_candidate_policy(tmp_path):
     assert not is_candidate(in_dir / "sub" / ".cache" / "a.png", in_dir, [out], True)
 
 
+def start_watch_process(model: Path, in_dir: Path, out_dir: Path) -> subprocess.Popen:
+    """`srgan watch` in its own process, JSON lines on its stdout, small tiles and a short settle."""
+    command = [sys.executable, "-m", "srgan_cli", "watch", str(in_dir), "-o", str(out_dir), "-m", str(model)]
+    command += ["--json", "--settle", "0.2", "--tile", "24", "--overlap", "4"]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def test_kill_9_then_restart_finishes_everything_exactly_once(tiny_model_file, folders):
     in_dir, out_dir = folders
     for index in range(40):
         small_png(in_dir / f"k{index:02d}.png", seed=index, size=48)
-    command = [
-        sys.executable,
-        "-m",
-        "srgan_cli",
-        "watch",
-        str(in_dir),
-        "-o",
-        str(out_dir),
-        "-m",
-        str(tiny_model_file),
-        "--json",
-        "--settle",
-        "0.2",
-        "--tile",
-        "24",
-        "--overlap",
-        "4",
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = start_watch_process(tiny_model_file, in_dir, out_dir)
     results = 0
     for line in process.stdout:
         if json.loads(line)["event"] == "result":
@@ -279,7 +268,7 @@ def test_kill_9_then_restart_finishes_everything_exactly_once(tiny_model_file, f
                 break
     process.wait(30)
     assert process.returncode == -signal.SIGKILL
-    finished = subprocess.run([*command, "--once"], capture_output=True, text=True, timeout=300)
+    finished = subprocess.run([*process.args, "--once"], capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr
     done = journal_done(out_dir)
     assert len(done) == 40 and set(done.values()) == {1}, "nothing is processed twice"
@@ -313,25 +302,7 @@ def test_signals_finish_the_current_file_and_exit_cleanly(tiny_model_file, folde
     in_dir, out_dir = folders
     for index in range(30):
         small_png(in_dir / f"s{index:02d}.png", seed=index, size=48)
-    command = [
-        sys.executable,
-        "-m",
-        "srgan_cli",
-        "watch",
-        str(in_dir),
-        "-o",
-        str(out_dir),
-        "-m",
-        str(tiny_model_file),
-        "--json",
-        "--settle",
-        "0.2",
-        "--tile",
-        "24",
-        "--overlap",
-        "4",
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = start_watch_process(tiny_model_file, in_dir, out_dir)
     events = []
     for line in process.stdout:
         events.append(json.loads(line))
