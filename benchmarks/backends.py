@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from upscale_cpu import make_generator, photo_like  # noqa: E402
 
 from srgan_cli.jobs import collect_inputs, plan_jobs  # noqa: E402
+from srgan_cli.options import DEFAULT_PNG_COMPRESSION  # noqa: E402
 from srgan_cli.upscale import run_jobs, writer_threads  # noqa: E402
 
 
@@ -136,17 +137,20 @@ def main() -> None:
             f" {best}), {writer_threads()} encoding thread(s); pure inference {args.files / inference:.2f} files/s"
         )
         for suffix in ("png", "jpg"):
-            inputs, outputs = folder / f"in-{suffix}", folder / f"out-{suffix}"
+            inputs = folder / f"in-{suffix}"
             inputs.mkdir()
             for index, item in enumerate(pixels):
                 write_image(Picture(item), inputs / f"image{index:02d}.{suffix}")
             files, _ = collect_inputs([str(inputs)], False)
-            jobs = plan_jobs(files, outputs, False, "{stem}", 4, None, True)
-            pipeline = timed(lambda: run_jobs(jobs, upscaler, Quiet(), None, 95, 0, "bench"), 1)
-            print(
-                f"  {suffix} in, {suffix} out: srgan upscale loop {args.files / pipeline:.2f} files/s,"
-                f" {inference / pipeline:.0%} of pure inference"
-            )
+            levels = (DEFAULT_PNG_COMPRESSION, 1) if suffix == "png" else (DEFAULT_PNG_COMPRESSION,)
+            for level in levels:
+                jobs = plan_jobs(files, folder / f"out-{suffix}-{level}", False, "{stem}", 4, None, True)
+                pipeline = timed(lambda: run_jobs(jobs, upscaler, Quiet(), None, 95, 0, "bench", level), 1)
+                detail = f", PNG level {level}" if suffix == "png" else ""
+                print(
+                    f"  {suffix} in, {suffix} out{detail}: srgan upscale loop {args.files / pipeline:.2f} files/s,"
+                    f" {inference / pipeline:.0%} of pure inference"
+                )
 
 
 if __name__ == "__main__":

@@ -38,6 +38,9 @@ def train(
     steps: Annotated[Optional[int], typer.Option("--steps", help="Optimizer steps in all.")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Crops per step.")] = None,
     learning_rate: Annotated[Optional[float], typer.Option("--learning-rate", help="Adam learning rate.")] = None,
+    lr_drop_step: Annotated[
+        Optional[int], typer.Option("--lr-drop-step", help="Step after which the learning rate is divided by 10.")
+    ] = None,
     blocks: Annotated[Optional[int], typer.Option("--blocks", help="Residual blocks.")] = None,
     channels: Annotated[Optional[int], typer.Option("--channels", help="Feature channels.")] = None,
     hr_crop: Annotated[Optional[int], typer.Option("--hr-crop", help="High-resolution crop side.")] = None,
@@ -69,6 +72,7 @@ def train(
         steps=steps,
         batch_size=batch_size,
         learning_rate=learning_rate,
+        lr_drop_step=lr_drop_step,
         blocks=blocks,
         channels=channels,
         hr_crop=hr_crop,

@@ -18,8 +18,9 @@ from .settings import SettingsError, TrainSettings, load_settings
 from .trainer import CHECKPOINT_NAME, MetricsLog, Trainer, Validation
 
 SETTINGS_NAME = "settings.toml"
-# Settings a resumed run may change: how long it goes on and how often it reports.
-SCHEDULE_SETTINGS = frozenset({"steps", "checkpoint_every", "validate_every", "device"})
+# Settings a resumed run may change: how long it goes on, when its learning rate drops and how
+# often it reports.
+SCHEDULE_SETTINGS = frozenset({"steps", "lr_drop_step", "checkpoint_every", "validate_every", "device"})
 
 
 def _ignore(*_: object) -> None:

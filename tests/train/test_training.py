@@ -124,6 +124,16 @@ def test_a_run_folder_is_not_reused_without_resume(photos, tmp_path):
         run_training(dataclasses.replace(TINY, channels=4), photos, tmp_path / "run", resume=True)
 
 
+def test_a_resumed_run_may_move_its_learning_rate_drop(photos, tmp_path):
+    run_training(dataclasses.replace(TINY, steps=2), photos, tmp_path / "run")
+    extended = dataclasses.replace(TINY, steps=3, lr_drop_step=2)
+    run_training(extended, photos, tmp_path / "run", resume=True)
+    trainer = Trainer(extended, split_photos(find_images(photos), TINY.holdout, TINY.seed), tmp_path / "run", print)
+    trainer.load_checkpoint(tmp_path / "run" / CHECKPOINT_NAME)
+    assert trainer.step == 3
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(TINY.learning_rate / 10)
+
+
 def test_unreadable_photos_are_skipped_with_a_warning(photos, tmp_path):
     (photos / "broken.jpg").write_bytes(b"\xff\xd8 not really")
     Image.fromarray(smooth_photo(3, 8)).save(photos / "tiny.png")
