@@ -36,12 +36,18 @@ SETTINGS = TileSettings(tile_size=48, overlap=14)
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    """A tiny model and an engine cache holding its AOTInductor package, built by the CLI."""
-    folder = tmp_path_factory.mktemp("engines")
-    model = folder / "tiny.safetensors"
+def tiny_model(tmp_path_factory) -> Path:
+    """A tiny model file, with nothing built from it."""
+    model = tmp_path_factory.mktemp("model") / "tiny.safetensors"
     save_model(model, tiny_generator())
-    cache = folder / "cache"
+    return model
+
+
+@pytest.fixture(scope="module")
+def built(tiny_model, tmp_path_factory):
+    """A tiny model and an engine cache holding its AOTInductor package, built by the CLI."""
+    model = tiny_model
+    cache = tmp_path_factory.mktemp("engines") / "cache"
     result = CliRunner().invoke(
         app, ["build-engine", str(model), "--kind", "compiled", "--device", "cpu", "--engines-dir", str(cache)]
     )
@@ -189,8 +195,8 @@ def test_upscale_command_takes_the_backend_option(tmp_path, built):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_compiled_package_on_cuda(tmp_path, built):
-    model = built[0]
+def test_compiled_package_on_cuda(tmp_path, tiny_model):
+    model = tiny_model
     upscaler = create_upscaler(load_model(model), "cuda", Precision.FP16, SETTINGS, "compiled", tmp_path)
     pixels = random_image(64, 80, 3)
     assert np.abs(upscaler.upscale(pixels).astype(int) - eager(model, pixels)).max() <= 3
@@ -198,9 +204,9 @@ def test_compiled_package_on_cuda(tmp_path, built):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA and torch-tensorrt")
-def test_tensorrt_engine_matches_eager_within_fp16(tmp_path, built):
+def test_tensorrt_engine_matches_eager_within_fp16(tmp_path, tiny_model):
     pytest.importorskip("torch_tensorrt")
-    model = built[0]
+    model = tiny_model
     settings = TileSettings(tile_size=64, overlap=14, batch_size=4)
     upscaler = create_upscaler(load_model(model), "cuda", Precision.FP16, settings, "tensorrt", tmp_path)
     assert upscaler.backend.fixed_tile_shape == (64, 64) and upscaler.backend.fixed_batch == 4
