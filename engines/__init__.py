@@ -3,7 +3,7 @@
 Everything a front end needs is importable from here; nothing here imports a front end.
 """
 
-from .arch import GeneratorConfig, SRGANGenerator, fold_batchnorm, icnr_
+from .arch import GeneratorConfig, SRGANGenerator, fold_batchnorm, icnr_, offset_major_shuffle
 from .backends import Backend, Precision, TorchBackend, resolve_device, resolve_precision
 from .errors import (
     BackendError,
@@ -60,6 +60,7 @@ __all__ = [
     "default_model_path",
     "find_model_files",
     "fold_batchnorm",
+    "offset_major_shuffle",
     "format_for",
     "icnr_",
     "load_generator",

@@ -8,6 +8,7 @@ inference always runs a BN-free network.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, replace
 
@@ -90,6 +91,46 @@ class SRGANGenerator(nn.Module):
         features = self.head(image)
         features = features + self.body_tail(self.body(features))
         return self.tail(self.upsample(features))
+
+
+class DepthToSpace(nn.Module):
+    """PixelShuffle for input channels ordered (row offset, column offset, channel).
+
+    nn.PixelShuffle takes them as (channel, row offset, column offset): in channels_last memory
+    each output pixel then gathers its channels at a stride of factor², which compiled CPU
+    kernels do element by element. With the offsets outermost, each output pixel copies one
+    contiguous run of channels.
+    """
+
+    def __init__(self, factor: int) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = features.shape
+        factor = self.factor
+        out_channels = channels // (factor * factor)
+        spread = features.view(batch, factor, factor, out_channels, height, width).permute(0, 3, 4, 1, 5, 2)
+        return spread.reshape(batch, out_channels, height * factor, width * factor)
+
+
+@torch.no_grad()
+def offset_major_shuffle(generator: SRGANGenerator) -> SRGANGenerator:
+    """A copy of `generator` that computes the same images with `DepthToSpace` sub-pixel stages.
+
+    Each stage's convolution gets its output channels reordered to match, so the outputs are
+    identical. Made for compiled engines: in eager mode nn.PixelShuffle is the faster one.
+    """
+    converted = copy.deepcopy(generator)
+    for stage in converted.upsample:
+        conv, shuffle = stage[0], stage[1]
+        factor = shuffle.upscale_factor
+        channels = conv.out_channels // (factor * factor)
+        order = torch.arange(conv.out_channels).view(channels, factor * factor).t().reshape(-1)
+        conv.weight.copy_(conv.weight[order])
+        conv.bias.copy_(conv.bias[order])
+        stage[1] = DepthToSpace(factor)
+    return converted
 
 
 @torch.no_grad()

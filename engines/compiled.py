@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .arch import offset_major_shuffle
 from .backends import _DTYPES, Backend, Precision, resolve_precision
 from .engine_cache import EngineCache, EngineKey
 from .errors import BackendError, DeviceOutOfMemory
@@ -43,10 +44,14 @@ class CastingNetwork(nn.Module):
 def export_network(model: LoadedModel, device: torch.device, precision: Precision) -> torch.export.ExportedProgram:
     """The inference network as a torch.export program, dynamic in batch, height and width.
 
-    This is the graph torch-tensorrt's dynamo path consumes and AOTInductor compiles.
+    This is the graph torch-tensorrt's dynamo path consumes and AOTInductor compiles. Its
+    sub-pixel stages read channels offset-major (`offset_major_shuffle`), which inductor turns
+    into contiguous copies instead of strided gathers; a change to this graph must bump
+    `engine_cache.EXPORT_REVISION` so that engines built from the old one are not reused.
     """
     dtype = _DTYPES[resolve_precision(precision, device)]
-    network = CastingNetwork(model.network, dtype).eval().to(device, memory_format=torch.channels_last)
+    network = CastingNetwork(offset_major_shuffle(model.network), dtype)
+    network = network.eval().to(device, memory_format=torch.channels_last)
     example = torch.rand(2, 3, 64, 64, device=device).contiguous(memory_format=torch.channels_last)
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     height = torch.export.Dim("height", min=MIN_SIDE, max=MAX_SIDE)

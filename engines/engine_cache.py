@@ -22,6 +22,10 @@ from .atomic import atomic_path
 from .digest import file_sha256
 from .errors import BackendError
 
+# Revision of the graph `compiled.export_network` gives compilers; engines built from an older
+# one are looked for under another key and rebuilt. 2: offset-major sub-pixel stages.
+EXPORT_REVISION = 2
+
 ENGINE_SUFFIXES = {"compiled": ".pt2", "tensorrt": ".ep", "onnx": ".onnx"}
 
 
@@ -53,6 +57,7 @@ class EngineKey:
     torch_version: str
     torch_tensorrt_version: str
     tensorrt_version: str
+    export_revision: int  # of the exported graph; see EXPORT_REVISION
 
     @classmethod
     def for_device(
@@ -73,6 +78,7 @@ class EngineKey:
             torch_version=torch.__version__,
             torch_tensorrt_version=_version("torch-tensorrt") if kind == "tensorrt" else "",
             tensorrt_version=_version("tensorrt") if kind == "tensorrt" else "",
+            export_revision=EXPORT_REVISION,
         )
 
     def digest(self) -> str:

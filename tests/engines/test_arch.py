@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engines import GeneratorConfig, SRGANGenerator, fold_batchnorm, icnr_
+from engines import GeneratorConfig, SRGANGenerator, fold_batchnorm, icnr_, offset_major_shuffle
 from tests.helpers import tiny_generator
 
 
@@ -62,3 +62,19 @@ def test_icnr_refuses_channel_counts_that_do_not_group():
 def test_invalid_configs_are_refused(bad):
     with pytest.raises(ValueError):
         GeneratorConfig(**bad)
+
+
+@pytest.mark.parametrize("scale", [2, 4, 8])
+def test_offset_major_shuffle_computes_the_same_images(scale):
+    generator = fold_batchnorm(tiny_generator(GeneratorConfig(scale=scale, blocks=2, channels=8)))
+    with torch.no_grad():
+        for stage in generator.upsample:  # distinct biases per channel, so a wrong order shows
+            stage[0].bias.copy_(torch.randn_like(stage[0].bias))
+    converted = offset_major_shuffle(generator)
+    assert not any(isinstance(module, torch.nn.PixelShuffle) for module in converted.modules())
+    image = torch.rand(2, 3, 11, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(converted(image), generator(image), atol=1e-6, rtol=1e-5)
+        channels_last = image.contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(converted(channels_last), generator(image), atol=1e-6, rtol=1e-5)
+    assert any(isinstance(module, torch.nn.PixelShuffle) for module in generator.modules())  # left as it was

@@ -139,6 +139,7 @@ def test_cache_keys_change_with_every_part():
         replace(base, torch_version="0.0"),
         replace(base, torch_tensorrt_version="2.0"),
         replace(base, tensorrt_version="10.0"),
+        replace(base, export_revision=base.export_revision - 1),
     ]
     digests = {key.digest() for key in [base, *variants]}
     assert len(digests) == len(variants) + 1
