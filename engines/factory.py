@@ -34,7 +34,7 @@ def create_upscaler(
     backend: 'eager' (PyTorch), 'compiled' (an AOTInductor package, built into the engine cache
     when missing), 'tensorrt' (a TensorRT engine for the tile size and batch, built when
     missing), or 'auto': a cached TensorRT engine on an NVIDIA GPU, else a cached compiled
-    package on a GPU, else eager; it never builds. `upscaler.backend.name` says which was chosen.
+    package, else eager; it never builds. `upscaler.backend.name` says which was chosen.
     Raises BackendError when the device, precision or backend is not available here, or a
     cached engine is stale or foreign.
     """
@@ -69,10 +69,6 @@ def _tensorrt(model, device, precision, settings, backend, cache) -> Backend | N
 
 def _compiled(model, device, precision, backend, cache) -> Backend | None:
     if backend not in ("auto", "compiled"):
-        return None
-    if backend == "auto" and device.type == "cpu":
-        # Measured slower than eager channels_last on a CPU (benchmarks/backends.py: 0.75×),
-        # so auto keeps to eager there; --backend compiled still uses it on request.
         return None
     key = EngineKey.for_device("compiled", model.info.sha256, device, precision.value)
     package = cache.lookup(key)

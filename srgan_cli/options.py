@@ -49,7 +49,7 @@ BackendOption = Annotated[
     str,
     typer.Option(
         "--backend",
-        help="auto (a cached TensorRT engine, else a cached compiled one on a GPU, else eager), eager, "
+        help="auto (a cached TensorRT engine, else a cached compiled one, else eager), eager, "
         "compiled or tensorrt (built into the engine cache when missing).",
     ),
 ]
