@@ -7,6 +7,7 @@ beside the eager PyTorch backend here. Engines that accept only one input shape 
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import ctypes.util
 import enum
@@ -126,7 +127,11 @@ class TorchBackend(Backend):
         device: torch.device,
         precision: Precision = Precision.AUTO,
     ) -> None:
-        """network: maps N×3×h×w in [0, 1] to N×3×(scale·h)×(scale·w); it is moved, not copied."""
+        """network: maps N×3×h×w in [0, 1] to N×3×(scale·h)×(scale·w).
+
+        The backend runs its own copy, so the caller's network keeps its device and dtype and
+        several backends (fp32 and bf16, say) can be made from one loaded model.
+        """
         self.scale = scale
         self.device = device
         self.precision = resolve_precision(precision, device)
@@ -136,7 +141,8 @@ class TorchBackend(Backend):
         self.preferred_tile_size = 160 if device.type == "cpu" else 512
         if device.type == "cpu":
             keep_freed_memory_for_reuse()
-        self.network = network.eval().to(device=device, dtype=self._dtype, memory_format=torch.channels_last)
+        network = copy.deepcopy(network).eval()
+        self.network = network.to(device=device, dtype=self._dtype, memory_format=torch.channels_last)
         self.name = f"torch-{device.type} {self.precision.value}"
 
     def infer(self, batch: torch.Tensor) -> torch.Tensor:

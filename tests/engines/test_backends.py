@@ -34,13 +34,17 @@ def test_precision_defaults_and_refusals():
         resolve_precision(Precision.FP16, CPU)
 
 
-def test_bf16_on_cpu_stays_close_to_fp32():
+def test_bf16_on_cpu_stays_close_to_fp32_and_backends_share_a_network():
     network = fold_batchnorm(tiny_generator())
     batch = torch.rand(2, 3, 16, 16)
-    fp32 = TorchBackend(fold_batchnorm(tiny_generator()), 4, CPU, Precision.FP32).infer(batch)
+    fp32_backend = TorchBackend(network, 4, CPU, Precision.FP32)
+    fp32 = fp32_backend.infer(batch)
     bf16 = TorchBackend(network, 4, CPU, Precision.BF16).infer(batch)
     assert bf16.shape == fp32.shape == (2, 3, 64, 64)
     assert (bf16.float() - fp32).abs().max() < 0.05
+    # Making the bf16 backend left the caller's network, and the fp32 backend, in fp32.
+    assert all(parameter.dtype == torch.float32 for parameter in network.parameters())
+    torch.testing.assert_close(fp32_backend.infer(batch), fp32)
 
 
 @pytest.mark.gpu
