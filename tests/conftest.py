@@ -20,3 +20,9 @@ def tiny_model_file(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.safetensors"
     save_model(path, tiny_generator(), {"dataset": "none", "note": "test model"})
     return path
+
+
+@pytest.fixture(autouse=True)
+def private_engine_cache(tmp_path_factory, monkeypatch):
+    """Keep the tests away from the user's engine cache: `--backend auto` would use what is there."""
+    monkeypatch.setenv("SRGAN_ENGINES_DIR", str(tmp_path_factory.mktemp("engine-cache")))
