@@ -119,6 +119,14 @@ class EngineCache:
             raise BackendError(f"{path}: engine file changed since it was built (corrupt?); delete it and rebuild")
         return path
 
+    def counts(self) -> dict[str, int]:
+        """How many engines of each cached kind the folder holds."""
+        return {
+            kind: len(list((self.folder / kind).glob(f"*/*{suffix}")))
+            for kind, suffix in ENGINE_SUFFIXES.items()
+            if kind != "onnx"  # written where the user says, never cached
+        }
+
     def store(self, key: EngineKey, built: Path) -> Path:
         """Move a freshly built engine file into the cache with its record; returns its path."""
         path = self.path_for(key)

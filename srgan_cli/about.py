@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from engines import SrganError, find_model_files, load_model, model_dirs
+from engines import EngineCache, SrganError, find_model_files, load_model, model_dirs
 from engines.compiled import tensorrt_unavailable_reason
 from engines.engine_cache import default_engines_dir
 from engines.registry import BUNDLED_DIR, DEFAULT_MODEL_NAME
@@ -66,6 +66,7 @@ def collect_info() -> dict[str, object]:
         "default_model": str(default) if default.is_file() else "not installed",
         "model_dirs": [str(folder) for folder in model_dirs()],
         "engines_dir": str(default_engines_dir()),
+        "engines": EngineCache().counts(),
         "gimp_plugin": str(installed_plugin())
         if installed_plugin()
         else f"not installed (srgan gimp install; {default_plugins_dir()})",
@@ -73,7 +74,7 @@ def collect_info() -> dict[str, object]:
 
 
 def info(ctx: typer.Context, json_lines: JsonOption = False) -> None:
-    """Show versions, devices, CUDA and TensorRT availability, and where models are."""
+    """Show versions, devices, CUDA and TensorRT availability, and where models and engines are."""
     ctx.ensure_object(CliState).json = json_lines
     report = collect_info()
     if json_lines:
@@ -94,6 +95,8 @@ def info(ctx: typer.Context, json_lines: JsonOption = False) -> None:
         console.print(f"device {device['name']}: {escape(details)}")
     console.print(f"default model: {escape(report['default_model'])}")
     console.print(f"model folders: {escape(', '.join(report['model_dirs']))}")
+    built = ", ".join(f"{kind} {count}" for kind, count in report["engines"].items())
+    console.print(f"engine cache: {escape(report['engines_dir'])} ({built})")
     console.print(f"GIMP plug-in: {escape(report['gimp_plugin'])}")
 
 

@@ -25,6 +25,17 @@ def test_info_reports_versions_devices_and_tensorrt():
     assert human.exit_code == 0 and "TensorRT" in human.stdout and "default model" in human.stdout
 
 
+def test_info_counts_the_cached_engines(tmp_path, monkeypatch):
+    monkeypatch.setenv("SRGAN_ENGINES_DIR", str(tmp_path))
+    for name in ("a", "b"):
+        (tmp_path / "compiled" / name).mkdir(parents=True)
+        (tmp_path / "compiled" / name / "0123.pt2").write_bytes(b"package")
+    report = json.loads(runner.invoke(app, ["info", "--json"]).stdout)
+    assert report["engines_dir"] == str(tmp_path) and report["engines"] == {"compiled": 2, "tensorrt": 0}
+    human = runner.invoke(app, ["info"], env={"COLUMNS": "300"})
+    assert f"engine cache: {tmp_path} (compiled 2, tensorrt 0)" in human.stdout
+
+
 def test_models_lists_the_model_folder_with_metadata(tmp_path, monkeypatch):
     monkeypatch.setenv("SRGAN_MODELS_DIR", str(tmp_path))
     save_model(tmp_path / "mine.safetensors", tiny_generator(), {"dataset": "holiday photos"})
