@@ -18,7 +18,16 @@ from .errors import (
 from .compiled import CompiledBackend, OnnxRuntimeBackend, TensorRTBackend, export_network, export_onnx
 from .engine_cache import EngineCache, EngineKey
 from .factory import BACKENDS, create_upscaler
-from .imageio import DEFAULT_MAX_PIXELS, FORMAT_EXTENSIONS, Picture, format_for, read_image, write_image
+from .imageio import (
+    DEFAULT_MAX_PIXELS,
+    FORMAT_EXTENSIONS,
+    Picture,
+    format_for,
+    read_image,
+    resize_pixels,
+    scaled_size,
+    write_image,
+)
 from .model_file import LoadedModel, ModelInfo, load_generator, load_model, save_model
 from .registry import default_model_path, find_model_files, model_dirs
 from .tiling import Span, Tile, plan_tiles
@@ -71,5 +80,7 @@ __all__ = [
     "resolve_device",
     "resolve_precision",
     "save_model",
+    "resize_pixels",
+    "scaled_size",
     "write_image",
 ]

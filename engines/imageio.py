@@ -296,14 +296,42 @@ def apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(_ORIENTATIONS.get(orientation, _ORIENTATIONS[1])(pixels))
 
 
+def scaled_size(height: int, width: int, factor: float) -> tuple[int, int]:
+    """(height, width) of an image of height × width enlarged by `factor`, rounded, at least 1."""
+    return max(1, round(height * factor)), max(1, round(width * factor))
+
+
+def resize_pixels(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+    """H×W×C uint8 or uint16 pixels resampled to height × width with Lanczos, same dtype.
+
+    Each channel is resampled in float32 (alpha too), so 16-bit images keep their depth.
+    """
+    if pixels.shape[:2] == (height, width):
+        return pixels
+    peak = np.iinfo(pixels.dtype).max
+    result = np.empty((height, width, pixels.shape[2]), dtype=pixels.dtype)
+    for channel in range(pixels.shape[2]):
+        plane = Image.fromarray(pixels[:, :, channel].astype(np.float32), "F")
+        resampled = np.asarray(plane.resize((width, height), Image.Resampling.LANCZOS))
+        result[:, :, channel] = np.clip(np.rint(resampled), 0, peak)
+    return result
+
+
 def write_image(
-    picture: Picture, path: Path, image_format: str | None = None, quality: int = 95, png_compression: int = 6
+    picture: Picture,
+    path: Path,
+    image_format: str | None = None,
+    quality: int = 95,
+    png_compression: int = 6,
+    size: tuple[int, int] | None = None,
 ) -> None:
     """Encode `picture` to `path` atomically, creating missing parent folders.
 
     image_format: 'png', 'jpeg', 'webp', 'tiff' or 'bmp'; None takes it from the extension.
     quality: 1-100 for JPEG and WebP (100 makes WebP lossless).
     png_compression: zlib level 0-9 for PNG; 1 writes about 5 times faster than 6, 25% larger.
+    size: (height, width) to resample to first (`resize_pixels`), for outputs at another scale
+        than the model's; None writes the pixels as they are.
     16 bits are kept in PNG, TIFF and PAM and reduced to 8 for the others. JPEG cannot hold alpha: an
     opaque alpha channel is dropped, any other raises ImageWriteError.
     Raises ImageWriteError naming the file and the fix; no file is left at `path` on failure.
@@ -312,6 +340,8 @@ def write_image(
     if not 0 <= png_compression <= 9:
         raise ValueError(f"PNG compression must be 0-9, not {png_compression}")
     key = format_for(path, image_format)
+    if size is not None:
+        picture = replace(picture, pixels=resize_pixels(picture.pixels, *size))
     picture = _fit_format(path, picture, key)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -97,7 +97,7 @@ def plan_jobs(
     output: Path | None,
     output_file: bool,
     name_template: str,
-    scale: int,
+    scale: int | str,
     image_format: str | None,
     overwrite: bool,
 ) -> list[Job]:
@@ -124,9 +124,17 @@ def plan_jobs(
     return jobs
 
 
-def output_path(item: InputFile, output: Path | None, name_template: str, scale: int, image_format: str | None) -> Path:
+def scale_label(requested: float | None, model_scale: int) -> str:
+    """What {scale} in an output name stands for: the requested factor, else the model's."""
+    return f"{requested:g}" if requested is not None else str(model_scale)
+
+
+def output_path(
+    item: InputFile, output: Path | None, name_template: str, scale: int | str, image_format: str | None
+) -> Path:
     """Where an input's result goes: `output` (mirroring the input's place under its root) or
-    beside the input, named by the template, with the format's extension or the input's."""
+    beside the input, named by the template ({scale}: the output's factor), with the format's
+    extension or the input's."""
     extension = FORMAT_EXTENSIONS[image_format] if image_format else item.path.suffix
     name = name_template.format(stem=item.path.stem, scale=scale) + extension
     if output is None:

@@ -88,3 +88,16 @@ PngCompressionOption = Annotated[
     ),
 ]
 DEFAULT_PNG_COMPRESSION = 6
+
+ScaleOption = Annotated[
+    Optional[float],
+    typer.Option(
+        "--scale",
+        "-s",
+        min=1.0,
+        max=16.0,
+        help="Output size as a multiple of the input, e.g. 2 or 3.5 (default: the model's factor); other"
+        " factors resample the model's output with Lanczos.",
+        show_default=False,
+    ),
+]

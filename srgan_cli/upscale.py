@@ -22,10 +22,11 @@ from engines import (
     format_for,
     load_model,
     read_image,
+    scaled_size,
     write_image,
 )
 
-from .jobs import DEFAULT_NAME, IMAGE_EXTENSIONS, Job, collect_inputs, output_is_file, plan_jobs
+from .jobs import DEFAULT_NAME, IMAGE_EXTENSIONS, Job, collect_inputs, output_is_file, plan_jobs, scale_label
 from .options import (
     check_name_template,
     tile_settings,
@@ -37,6 +38,7 @@ from .options import (
     DEFAULT_TILE,
     DEFAULT_PNG_COMPRESSION,
     PngCompressionOption,
+    ScaleOption,
     BatchOption,
     DeviceOption,
     JsonOption,
@@ -73,6 +75,7 @@ def upscale(
         int, typer.Option("--quality", "-q", min=1, max=100, help="JPEG/WebP quality; 100 is lossless WebP.")
     ] = 95,
     png_compression: PngCompressionOption = DEFAULT_PNG_COMPRESSION,
+    scale: ScaleOption = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace outputs that exist.")] = False,
     model: ModelOption = None,
     tile: TileOption = DEFAULT_TILE,
@@ -99,9 +102,12 @@ def upscale(
         raise UsageProblem(f"-o {output} names one image file, but the inputs are several; give a folder")
     if to_file and format_key is None:
         format_key = format_for(output)
-    jobs = problems + plan_jobs(files, output, to_file, name, loaded.scale, format_key, overwrite)
+    label = scale_label(scale, loaded.scale)
+    jobs = problems + plan_jobs(files, output, to_file, name, label, format_key, overwrite)
     reporter: Reporter = JsonReporter() if json_lines else RichReporter()
-    tally = run_jobs(jobs, upscaler, reporter, format_key, quality, max_pixels, str(loaded.info.path), png_compression)
+    tally = run_jobs(
+        jobs, upscaler, reporter, format_key, quality, max_pixels, str(loaded.info.path), png_compression, scale
+    )
     if tally.failed:
         raise typer.Exit(1)
 
@@ -115,8 +121,12 @@ def run_jobs(
     max_pixels: int,
     model_label: str,
     png_compression: int = DEFAULT_PNG_COMPRESSION,
+    out_scale: float | None = None,
 ) -> Tally:
     """Process every job, reporting as it goes; a failed job never stops the others.
+
+    out_scale: output size as a multiple of the input's when it differs from the model's; the
+    model's output is resampled to it on the encoding thread.
 
     Inputs are decoded ahead and results encoded on threads while the next image is upscaled,
     so the device does not wait on codecs. Several results are encoded at once where there are
@@ -152,7 +162,8 @@ def run_jobs(
                 while writing and (len(writing) >= encoders or sum(item.nbytes for item in writing) > PENDING_BYTES):
                     _collect(writing.popleft(), reporter, tally)
                 result = replace(picture, pixels=pixels)
-                future = writer.submit(write_image, result, job.target, format_key, quality, png_compression)
+                size = scaled_size(*picture.pixels.shape[:2], out_scale) if out_scale is not None else None
+                future = writer.submit(write_image, result, job.target, format_key, quality, png_compression, size)
                 writing.append(_Writing(job, future, began, pixels.nbytes))
             while writing:
                 _collect(writing.popleft(), reporter, tally)

@@ -22,10 +22,10 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
-from engines import DEFAULT_MAX_PIXELS, Picture, SrganError, Upscaler, read_image, write_image
+from engines import DEFAULT_MAX_PIXELS, Picture, SrganError, Upscaler, read_image, scaled_size, write_image
 from engines.digest import file_sha256
 
-from ..jobs import InputFile, output_path
+from ..jobs import InputFile, output_path, scale_label
 from .journal import Journal
 from .policy import is_candidate, scan
 
@@ -44,6 +44,7 @@ class WatchSettings:
     format_key: str | None = None
     quality: int = 95
     png_compression: int = 6
+    out_scale: float | None = None  # output size over input size; None: the model's scale
     max_pixels: int = DEFAULT_MAX_PIXELS
     on_success: str = "keep"
     archive_dir: Path | None = None
@@ -231,7 +232,8 @@ class WatchService:
     def _target(self, path: Path) -> Path:
         settings = self.settings
         item = InputFile(path, settings.in_dir)
-        return output_path(item, settings.out_dir, settings.name_template, self.upscaler.scale, settings.format_key)
+        label = scale_label(settings.out_scale, self.upscaler.scale)
+        return output_path(item, settings.out_dir, settings.name_template, label, settings.format_key)
 
     def run(self, stop: threading.Event) -> WatchTally:
         """Process the backlog, then (unless `once`) every new file until `stop` is set."""
@@ -336,8 +338,10 @@ class WatchService:
             self._fail(prepared, str(error))
             return None
         result = replace(picture, pixels=pixels)
+        settings = self.settings
+        size = scaled_size(*picture.pixels.shape[:2], settings.out_scale) if settings.out_scale is not None else None
         future = encoder.submit(
-            write_image, result, output, self.settings.format_key, self.settings.quality, self.settings.png_compression
+            write_image, result, output, settings.format_key, settings.quality, settings.png_compression, size
         )
         return _Written(prepared, output, started, future)
 

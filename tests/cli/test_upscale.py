@@ -9,7 +9,7 @@ import torch
 from PIL import Image, ImageCms
 from typer.testing import CliRunner
 
-from engines import ModelFileError, Picture, create_upscaler, load_model, read_image, write_image
+from engines import ModelFileError, Picture, create_upscaler, load_model, read_image, resize_pixels, write_image
 from srgan_cli.app import app
 from tests.helpers import random_image
 
@@ -102,6 +102,19 @@ def test_format_and_quality(tmp_path, tiny_model_file, photo):
     assert Image.open(tmp_path / "o" / "photo_x4.jpg").format == "JPEG"
     assert srgan("upscale", photo, "-o", tmp_path / "x.webp", "-m", tiny_model_file).exit_code == 0
     assert Image.open(tmp_path / "x.webp").format == "WEBP"
+
+
+def test_scale_sets_the_output_size_and_the_name(tmp_path, tiny_model_file, photo):
+    result = srgan("upscale", photo, "-o", tmp_path / "out", "-m", tiny_model_file, "--scale", "2.5")
+    assert result.exit_code == 0, result.output
+    model_output = create_upscaler(load_model(tiny_model_file), "cpu").upscale(read_image(photo).pixels)
+    written = read_image(tmp_path / "out" / "photo_x2.5.png").pixels
+    np.testing.assert_array_equal(written, resize_pixels(model_output, 50, 65))
+    same = srgan("upscale", photo, "-o", tmp_path / "four", "-m", tiny_model_file, "-s", "4")
+    assert same.exit_code == 0 and (tmp_path / "four" / "photo_x4.png").is_file()
+    np.testing.assert_array_equal(read_image(tmp_path / "four" / "photo_x4.png").pixels, model_output)
+    refused = srgan("upscale", photo, "-o", tmp_path / "none", "-m", tiny_model_file, "--scale", "0.5")
+    assert refused.exit_code == 2 and "--scale" in refused.stderr and not (tmp_path / "none").exists()
 
 
 def test_png_compression_trades_size_for_speed_and_keeps_pixels(tmp_path, tiny_model_file, photo):

@@ -7,7 +7,16 @@ import pytest
 import tifffile
 from PIL import Image, ImageCms, ImageOps
 
-from engines import ImageReadError, ImageWriteError, Picture, format_for, read_image, write_image
+from engines import (
+    ImageReadError,
+    ImageWriteError,
+    Picture,
+    format_for,
+    read_image,
+    resize_pixels,
+    scaled_size,
+    write_image,
+)
 from tests.helpers import random_image
 
 SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
@@ -257,3 +266,31 @@ def test_pam_header_and_truncation(tmp_path):
     path.write_bytes(path.read_bytes()[:-10])
     with pytest.raises(ImageReadError, match="truncated PAM"):
         read_image(path)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("channels", [1, 2, 4])
+def test_resizing_keeps_depth_layout_and_smooth_content(dtype, channels):
+    peak = np.iinfo(dtype).max
+    rows, columns = np.mgrid[0:64, 0:96]
+    ramp = (rows + columns) / (64 + 96 - 2) * peak  # a smooth ramp survives resampling
+    pixels = np.repeat(np.rint(ramp)[:, :, None], channels, axis=2).astype(dtype)
+    pixels[:, :, -1] = peak // 3  # a constant channel stays constant
+    half = resize_pixels(pixels, 32, 48)
+    assert half.shape == (32, 48, channels) and half.dtype == dtype
+    expected = (2 * np.mgrid[0:32, 0:48].sum(axis=0) + 1) / (64 + 96 - 2) * peak  # centres of 2×2 blocks
+    if channels > 1:
+        assert np.abs(half[:, :, 0].astype(float) - expected)[2:-2, 2:-2].max() <= peak / 255
+    assert np.all(half[:, :, -1] == peak // 3)
+    assert resize_pixels(pixels, 64, 96) is pixels
+
+
+def test_scaled_sizes_round_and_never_vanish():
+    assert scaled_size(20, 26, 4) == (80, 104)
+    assert scaled_size(3, 5, 2.5) == (8, 12)  # 7.5 rounds to even, 12.5 too
+    assert scaled_size(1, 1, 0.1) == (1, 1)
+
+
+def test_writing_at_another_size_resamples_first(tmp_path):
+    write_image(Picture(random_image(40, 60, 3)), tmp_path / "small.png", size=(20, 30))
+    assert read_image(tmp_path / "small.png").pixels.shape == (20, 30, 3)

@@ -297,6 +297,15 @@ def test_watch_command_once_and_usage_errors(tiny_model_file, folders):
     assert missing.exit_code == 2 and "not a folder" in missing.stderr
 
 
+def test_watch_writes_at_the_requested_scale(tiny_model_file, folders):
+    in_dir, out_dir = folders
+    small_png(in_dir / "a.png", size=8)
+    arguments = ["watch", str(in_dir), "-o", str(out_dir), "-m", str(tiny_model_file), "--once", "--settle", "0.1"]
+    result = CliRunner().invoke(app, [*arguments, "--scale", "3", "--name", "{stem}_x{scale}"])
+    assert result.exit_code == 0, result.output
+    assert read_image(out_dir / "a_x3.png").pixels.shape[:2] == (24, 24)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signals_finish_the_current_file_and_exit_cleanly(tiny_model_file, folders, signum):
     in_dir, out_dir = folders
