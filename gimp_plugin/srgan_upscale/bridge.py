@@ -53,16 +53,31 @@ def srgan_command(plugin_dir: Path) -> list[str]:
 
 
 def build_arguments(
-    command: list[str], source: Path, target: Path, model: str, tile: int, device: str, backend: str = "auto"
+    command: list[str],
+    source: Path,
+    target: Path,
+    model: str,
+    tile: int,
+    device: str,
+    backend: str = "auto",
+    scale: float = 0.0,
 ) -> list[str]:
-    """The full `srgan upscale` call for one layer. model '' means the bundled default; tile 0 auto."""
+    """The full `srgan upscale` call for one layer. model '' means the bundled default; tile 0
+    auto; scale 0 the model's factor."""
     arguments = [*command, "upscale", str(source), "-o", str(target), "--json", "--overwrite"]
     arguments += ["--device", device or "auto", "--backend", backend or "auto"]
     if model:
         arguments += ["--model", model]
     if tile:
         arguments += ["--tile", str(tile)]
+    if scale:
+        arguments += ["--scale", f"{scale:g}"]
     return arguments
+
+
+def output_size(width: int, height: int, scale: float) -> tuple[int, int]:
+    """(width, height) enlarged by `scale` and rounded as `srgan upscale --scale` rounds them."""
+    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 @dataclass(frozen=True)

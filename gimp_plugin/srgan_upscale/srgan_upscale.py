@@ -4,7 +4,8 @@
 Upscales the selected layers with the `srgan` command recorded by `srgan gimp install`: each
 layer's pixels go out through its GEGL buffer into a PAM file at the image's precision (8 or
 16 bits), `srgan upscale --json` reports progress for GIMP's progress bar, and the results come
-back the same way. The image is scaled by the model's factor and the selected layers receive
+back the same way. The image is scaled by the model's factor (or the chosen scale, for which
+srgan resamples the model's output) and the selected layers receive
 their upscaled pixels, all in one undo step; on any failure the image is left untouched and
 the CLI's one-line reason is shown.
 """
@@ -21,7 +22,16 @@ gi.require_version("Gegl", "0.4")
 from gi.repository import Gegl, Gimp, GimpUi, GLib, GObject  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bridge import BridgeError, Pixels, build_arguments, read_pam, run_upscale, srgan_command, write_pam  # noqa: E402
+from bridge import (  # noqa: E402
+    BridgeError,
+    Pixels,
+    build_arguments,
+    output_size,
+    read_pam,
+    run_upscale,
+    srgan_command,
+    write_pam,
+)
 
 PROCEDURE = "python-fu-srgan-upscale"
 EIGHT_BIT = (Gimp.Precision.U8_LINEAR, Gimp.Precision.U8_NON_LINEAR, Gimp.Precision.U8_PERCEPTUAL)
@@ -37,7 +47,7 @@ def babl_format(image, drawable) -> tuple[str, int, bool]:
     return f"{components} {'u16' if deep else 'u8'}", channels, deep
 
 
-def upscale_layers(image, layers, model: str, tile: int, device: str, backend: str) -> list:
+def upscale_layers(image, layers, model: str, tile: int, device: str, backend: str, scale: float) -> list:
     """Run every layer through srgan; returns (layer, format, Pixels) without touching the image."""
     command = srgan_command(Path(__file__).resolve().parent)
     results = []
@@ -53,24 +63,31 @@ def upscale_layers(image, layers, model: str, tile: int, device: str, backend: s
             def progress(fraction: float, done: int = index) -> None:
                 Gimp.progress_update((done + fraction) / len(layers))
 
-            run_upscale(build_arguments(command, source, target, model, tile, device, backend), progress)
+            arguments = build_arguments(command, source, target, model, tile, device, backend, scale)
+            run_upscale(arguments, progress)
             results.append((layer, fmt, read_pam(target), extent))
     return results
 
 
-def apply_results(image, results) -> None:
-    """Scale the image and write the upscaled layers, as one undo step."""
-    scales = {pixels.width // extent.width for _, _, pixels, extent in results}
-    scale = scales.pop() if len(scales) == 1 else 0
-    if scale < 1 or any(
-        (pixels.width, pixels.height) != (extent.width * scale, extent.height * scale)
+def apply_results(image, results, scale: float) -> None:
+    """Scale the image and write the upscaled layers, as one undo step.
+
+    scale: the factor asked for; 0 takes the model's, which the results show.
+    """
+    if not scale:
+        scales = {pixels.width // extent.width for _, _, pixels, extent in results}
+        scale = scales.pop() if len(scales) == 1 else 0
+    if scale <= 0 or any(
+        (pixels.width, pixels.height) != output_size(extent.width, extent.height, scale)
         for _, _, pixels, extent in results
     ):
-        raise BridgeError("srgan returned layers whose sizes are not one whole multiple of the originals")
+        raise BridgeError("srgan returned layers of other sizes than the scale asks for")
     image.undo_group_start()
     try:
-        image.scale(image.get_width() * scale, image.get_height() * scale)
+        image.scale(*output_size(image.get_width(), image.get_height(), scale))
         for layer, fmt, pixels, _ in results:
+            if (layer.get_width(), layer.get_height()) != (pixels.width, pixels.height):
+                layer.scale(pixels.width, pixels.height, True)  # GIMP may round a layer's new size otherwise
             buffer = layer.get_buffer()
             buffer.set(Gegl.Rectangle.new(0, 0, pixels.width, pixels.height), fmt, pixels.data)
             buffer.flush()
@@ -94,8 +111,9 @@ class SrganUpscale(Gimp.PlugIn):
         procedure.add_menu_path("<Image>/Filters/Enhance")
         procedure.set_documentation(
             "Upscale the selected layers with SRGAN",
-            "Scales the image by the model's factor (4× for the bundled model) and replaces each selected layer "
-            "with its super-resolved pixels, keeping alpha and bit depth. Runs the srgan command line.",
+            "Scales the image by the model's factor (4× for the bundled model) or the chosen scale and replaces "
+            "each selected layer with its super-resolved pixels, keeping alpha and bit depth. Runs the srgan "
+            "command line.",
             name,
         )
         procedure.set_attribution("srgan", "srgan", "2026")
@@ -123,6 +141,15 @@ class SrganUpscale(Gimp.PlugIn):
         procedure.add_string_argument(
             "backend", "Backend", "auto, eager, compiled or tensorrt", "auto", GObject.ParamFlags.READWRITE
         )
+        procedure.add_double_argument(
+            "scale",
+            "Scale",
+            "Output size as a multiple of the input, 1 to 16; 0: the model's factor",
+            0.0,
+            16.0,
+            0.0,
+            GObject.ParamFlags.READWRITE,
+        )
         return procedure
 
     def run(self, procedure, run_mode, image, drawables, config, data):
@@ -137,6 +164,9 @@ class SrganUpscale(Gimp.PlugIn):
         layers = [drawable for drawable in drawables if isinstance(drawable, Gimp.Layer) and not drawable.is_group()]
         if not layers:
             return self._fail(procedure, "select one or more (non-group) layers to upscale")
+        scale = config.get_property("scale")
+        if 0 < scale < 1:
+            return self._fail(procedure, f"scale {scale:g} is below 1; use 1 to 16, or 0 for the model's factor")
         Gimp.progress_init("SRGAN upscaling")
         try:
             model = config.get_property("model")
@@ -147,8 +177,9 @@ class SrganUpscale(Gimp.PlugIn):
                 config.get_property("tile"),
                 config.get_property("device"),
                 config.get_property("backend"),
+                scale,
             )
-            apply_results(image, results)
+            apply_results(image, results, scale)
         except BridgeError as error:
             return self._fail(procedure, str(error))
         Gimp.progress_end()

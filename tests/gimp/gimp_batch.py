@@ -29,6 +29,7 @@ for case in cases:
     config.set_property("tile", case.get("tile", 0))
     config.set_property("device", "cpu")
     config.set_property("backend", case.get("backend", "auto"))
+    config.set_property("scale", case.get("scale", 0.0))
     values = procedure.run(config)
     status = values.index(0)
     message = ""

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from engines import Picture, read_image, write_image
+from engines import Picture, read_image, scaled_size, write_image
 from srgan_cli.app import app
 from tests.helpers import random_image
 
@@ -33,7 +33,14 @@ def test_arguments_carry_the_dialog_settings():
     assert full[full.index("--device") + 1] == "cuda:1" and full[full.index("--backend") + 1] == "tensorrt"
     default = bridge.build_arguments(base, Path("a"), Path("b"), "", 0, "")
     assert "--model" not in default and "--tile" not in default and default[default.index("--device") + 1] == "auto"
-    assert default[default.index("--backend") + 1] == "auto"
+    assert default[default.index("--backend") + 1] == "auto" and "--scale" not in default
+    scaled = bridge.build_arguments(base, Path("a"), Path("b"), "", 0, "", "auto", 2.5)
+    assert scaled[scaled.index("--scale") + 1] == "2.5"
+
+
+@pytest.mark.parametrize("width, height, scale", [(24, 20, 2.5), (7, 3, 1.5), (5, 9, 4), (1, 1, 1.2)])
+def test_the_plugin_sizes_layers_as_the_cli_does(width, height, scale):
+    assert bridge.output_size(width, height, scale) == scaled_size(height, width, scale)[::-1]
 
 
 def test_progress_lines_are_parsed():

@@ -105,6 +105,14 @@ def test_the_plugin_upscales_a_layer_like_the_cli_and_keeps_alpha(gimp):
             "output": f"{inside}/gray16_out.png",
         },
         {"name": "bad-model", "input": f"{inside}/rgba.png", "model": f"{inside}/broken.safetensors"},
+        {
+            "name": "scaled",
+            "input": f"{inside}/rgba.png",
+            "model": f"{inside}/tiny.safetensors",
+            "scale": 2.5,
+            "output": f"{inside}/rgba_scaled.png",
+        },
+        {"name": "below-one", "input": f"{inside}/rgba.png", "model": f"{inside}/tiny.safetensors", "scale": 0.5},
     ]
     records = gimp.run(cases)
     by_name = {record["name"]: record for record in records}
@@ -129,3 +137,17 @@ def test_the_plugin_upscales_a_layer_like_the_cli_and_keeps_alpha(gimp):
     failed = by_name["bad-model"]
     assert not failed["success"] and failed["after"] == failed["before"] == [24, 20]
     assert "not a readable safetensors file" in failed["message"]
+
+    scaled = by_name["scaled"]
+    assert scaled["success"] and scaled["after"] == [60, 50] and scaled["layer"] == [60, 50]
+    cli_scaled = host / "rgba_cli_scaled.png"
+    subprocess.run(
+        [sys.executable, "-m", "srgan_cli", "upscale", str(host / "rgba.png"), "-o", str(cli_scaled)]
+        + ["-m", str(model), "--scale", "2.5"],
+        check=True,
+        capture_output=True,
+    )
+    from_gimp = read_image(host / "rgba_scaled.png").pixels
+    assert np.abs(from_gimp.astype(int) - read_image(cli_scaled).pixels).max() <= 1
+    below = by_name["below-one"]
+    assert not below["success"] and below["after"] == [24, 20] and "below 1" in below["message"]
