@@ -139,9 +139,8 @@ class Trainer:
         rows, columns = image.shape[0] // scale, image.shape[1] // scale
         top, left = (max(0, (rows - side // scale) // 2), max(0, (columns - side // scale) // 2)) if side else (0, 0)
         size_rows, size_columns = (min(rows, side // scale), min(columns, side // scale)) if side else (rows, columns)
-        hr = np.ascontiguousarray(
-            image[top * scale : (top + size_rows) * scale, left * scale : (left + size_columns) * scale]
-        )
+        # A writable copy: the decoded photo is read-only, which torch.from_numpy warns about.
+        hr = np.array(image[top * scale : (top + size_rows) * scale, left * scale : (left + size_columns) * scale])
         if low is None:
             lr = to_uint8(bicubic_downscale(torch.from_numpy(hr).permute(2, 0, 1)[None].float().div(255), scale))[0]
         else:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +123,15 @@ def test_a_run_folder_is_not_reused_without_resume(photos, tmp_path):
         run_training(TINY, photos, tmp_path / "run")
     with pytest.raises(SettingsError, match="channels"):
         run_training(dataclasses.replace(TINY, channels=4), photos, tmp_path / "run", resume=True)
+
+
+def test_whole_photo_validation_sets_up_without_warnings(photos, tmp_path):
+    settings = dataclasses.replace(TINY, validation_crop=0)
+    split = split_photos(find_images(photos), settings.holdout, settings.seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        trainer = Trainer(settings, split, tmp_path, print)
+    assert all(hr.shape[:2] == (lr.shape[0] * 4, lr.shape[1] * 4) for hr, lr in trainer.validation_images)
 
 
 def test_a_resumed_run_may_move_its_learning_rate_drop(photos, tmp_path):
