@@ -8,7 +8,7 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +109,10 @@ class Trainer:
             return SRGANGenerator(config)
         generator, info = load_generator(Path(self.settings.init_generator))
         self.init_info = info
+        if info.config.batchnorm and not config.batchnorm and replace(info.config, batchnorm=False) == config:
+            # Fine-tuning a BatchNorm model in its BN-free form: the same function, and training
+            # then behaves as inference does (no batch statistics).
+            return fold_batchnorm(generator)
         if info.config != config:
             raise SettingsError(f"{info.path}: is a {info.config}, but the settings ask for {config}")
         return generator

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from engines import ImageReadError, create_upscaler, load_model
+from engines import ImageReadError, create_upscaler, load_generator, load_model
 from srgan_cli.app import app
 from train import TrainSettings, load_settings
 from train.data import CropSampler, bicubic_downscale, find_images, find_pairs, split_photos
@@ -95,6 +95,19 @@ def test_a_given_generator_is_kept_by_the_ema_and_the_learning_rate_warms_up(pho
     training = load_model(trainer.export(None, photos=6, seconds=1.0)).info.training
     assert training["total_steps"] == "4"  # 3 before this run, 1 in it
     assert training["started_from"].startswith(f"{start.name} (sha256 ")
+
+
+def test_a_batchnorm_model_fine_tunes_in_its_bn_free_form(photos, tmp_path):
+    start = run_training(dataclasses.replace(TINY, steps=3), photos, tmp_path / "first").model
+    assert load_generator(start)[1].config.batchnorm
+    settings = dataclasses.replace(TINY, init_generator=str(start), batchnorm=False, steps=2)
+    trainer = Trainer(settings, split_photos(find_images(photos), settings.holdout, settings.seed), tmp_path, print)
+    assert not any(isinstance(module, torch.nn.BatchNorm2d) for module in trainer.ema.modules())
+    image = torch.rand(1, 3, 12, 12)
+    with torch.no_grad():  # the folded network computes what the model file does
+        torch.testing.assert_close(trainer.ema(image), load_model(start).network(image), atol=1e-5, rtol=1e-4)
+    with pytest.raises(SettingsError, match="settings ask for"):
+        Trainer(dataclasses.replace(settings, blocks=2), trainer.split, tmp_path, print)
 
 
 def test_interrupt_writes_a_checkpoint(photos, tmp_path):
