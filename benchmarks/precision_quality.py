@@ -1,0 +1,53 @@
+"""What half precision costs in quality: the bundled model in fp32 against bf16 (CPU) or fp16
+(CUDA), on the held-out photos' centre crops degraded as in training.
+
+    python benchmarks/precision_quality.py --photos data/photos
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engines import Precision, create_upscaler, default_model_path, load_model
+from train.data import bicubic_downscale, find_images, load_photo, split_photos
+from train.metrics import psnr_y
+from train.trainer import to_uint8
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=None, help="model file; the bundled one by default")
+    parser.add_argument("--photos", type=Path, default=Path("data/photos"))
+    parser.add_argument("--crop", type=int, default=512)
+    parser.add_argument("--holdout", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    model = load_model(args.model or default_model_path())
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    half = Precision.FP16 if device == "cuda" else Precision.BF16
+    upscalers = [create_upscaler(model, device, precision, backend="eager") for precision in (Precision.FP32, half)]
+    split = split_photos(find_images(args.photos), args.holdout, args.seed)
+    rows = []
+    print(f"{'photo':44} {'fp32':>8} {half.value:>8} {'max diff':>9} {'mean diff':>10}")
+    for path in split.validation:
+        photo = load_photo(path, 2048)
+        top, left = (photo.shape[0] - args.crop) // 2, (photo.shape[1] - args.crop) // 2
+        hr = np.array(photo[top : top + args.crop, left : left + args.crop])
+        lr = to_uint8(bicubic_downscale(torch.from_numpy(hr).permute(2, 0, 1)[None].float().div(255), model.scale))[0]
+        full, reduced = (upscaler.upscale(lr) for upscaler in upscalers)
+        difference = np.abs(full.astype(int) - reduced)
+        rows.append((psnr_y(full, hr, model.scale), psnr_y(reduced, hr, model.scale)))
+        print(
+            f"{path.name[:44]:44} {rows[-1][0]:8.3f} {rows[-1][1]:8.3f} {difference.max():9d} {difference.mean():10.3f}"
+        )
+    mean = np.mean(np.array(rows), axis=0)
+    print(f"{'mean':44} {mean[0]:8.3f} {mean[1]:8.3f}")
+
+
+if __name__ == "__main__":
+    main()
