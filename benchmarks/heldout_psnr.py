@@ -18,9 +18,8 @@ import numpy as np
 import torch
 
 from engines import create_upscaler, load_model
-from train.data import bicubic_downscale, bicubic_upscale, find_images, load_photo, split_photos
+from train.data import bicubic_upscale, degraded_pair, find_images, load_photo, split_photos, to_uint8
 from train.metrics import psnr_y, ssim_y
-from train.trainer import to_uint8
 
 
 def main() -> None:
@@ -40,9 +39,7 @@ def main() -> None:
     print(f"model {args.model} ({model.info.training.get('steps', '?')} steps), {upscaler.backend.name}")
     print(f"{'photo':44} {'size':>11} {'bicubic':>8} {'srgan':>8} {'gain':>6} {'SSIM bic':>8} {'SSIM sr':>8}")
     for path in split.validation:
-        hr = load_photo(path, args.max_side)
-        hr = np.array(hr[: hr.shape[0] // scale * scale, : hr.shape[1] // scale * scale])  # a writable copy
-        lr = to_uint8(bicubic_downscale(torch.from_numpy(hr).permute(2, 0, 1)[None].float().div(255), scale))[0]
+        hr, lr = degraded_pair(load_photo(path, args.max_side), scale)
         bicubic = to_uint8(bicubic_upscale(torch.from_numpy(lr).permute(2, 0, 1)[None].float().div(255), scale))[0]
         sr = upscaler.upscale(lr)
         scores = (psnr_y(bicubic, hr, scale), psnr_y(sr, hr, scale), ssim_y(bicubic, hr, scale), ssim_y(sr, hr, scale))

@@ -18,9 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from engines import create_upscaler, default_model_path, load_model, resize_pixels, scaled_size
-from train.data import bicubic_downscale, find_images, load_photo, split_photos
+from train.data import degraded_pair, find_images, load_photo, split_photos, to_uint8
 from train.metrics import psnr_y
-from train.trainer import to_uint8
 
 
 def as_tensor(pixels: np.ndarray) -> torch.Tensor:
@@ -44,10 +43,7 @@ def main() -> None:
     rows = []
     print(f"{'photo':44} {'bicubic':>8} {'Lanczos':>8} {'srgan':>8}   (×{args.factor:g}, PSNR-Y dB)")
     for path in split.validation:
-        photo = load_photo(path, 2048)
-        top, left = (photo.shape[0] - args.crop) // 2, (photo.shape[1] - args.crop) // 2
-        hr = np.array(photo[top : top + args.crop, left : left + args.crop])
-        lr = to_uint8(bicubic_downscale(as_tensor(hr), model.scale))[0]
+        hr, lr = degraded_pair(load_photo(path, 2048), model.scale, args.crop)
         size = scaled_size(*lr.shape[:2], args.factor)
         reference = resize_pixels(hr, *size)
         bicubic = to_uint8(F.interpolate(as_tensor(lr), size=size, mode="bicubic").clamp_(0, 1))[0]

@@ -13,9 +13,8 @@ import numpy as np
 import torch
 
 from engines import Precision, create_upscaler, default_model_path, load_model
-from train.data import bicubic_downscale, find_images, load_photo, split_photos
+from train.data import degraded_pair, find_images, load_photo, split_photos
 from train.metrics import psnr_y
-from train.trainer import to_uint8
 
 
 def main() -> None:
@@ -35,10 +34,7 @@ def main() -> None:
     rows = []
     print(f"{'photo':44} {'fp32':>8} {half.value:>8} {'max diff':>9} {'mean diff':>10}")
     for path in split.validation:
-        photo = load_photo(path, 2048)
-        top, left = (photo.shape[0] - args.crop) // 2, (photo.shape[1] - args.crop) // 2
-        hr = np.array(photo[top : top + args.crop, left : left + args.crop])
-        lr = to_uint8(bicubic_downscale(torch.from_numpy(hr).permute(2, 0, 1)[None].float().div(255), model.scale))[0]
+        hr, lr = degraded_pair(load_photo(path, 2048), model.scale, args.crop)
         full, reduced = (upscaler.upscale(lr) for upscaler in upscalers)
         difference = np.abs(full.astype(int) - reduced)
         rows.append((psnr_y(full, hr, model.scale), psnr_y(reduced, hr, model.scale)))

@@ -17,6 +17,22 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", "
 WarningCallback = Callable[[str], None]
 
 
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """N×3×H×W float in [0, 1] → N×H×W×3 uint8."""
+    return images.clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def degraded_pair(photo: np.ndarray, scale: int, crop: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A photo as (HR, LR) for scoring: its centre crop of `crop` pixels (0: all of it) trimmed
+    to a multiple of `scale`, and the LR that the training degradation makes of that."""
+    if crop:
+        top, left = max(0, (photo.shape[0] - crop) // 2), max(0, (photo.shape[1] - crop) // 2)
+        photo = photo[top : top + crop, left : left + crop]
+    hr = np.array(photo[: photo.shape[0] // scale * scale, : photo.shape[1] // scale * scale])  # writable
+    lr = to_uint8(bicubic_downscale(torch.from_numpy(hr).permute(2, 0, 1)[None].float().div(255), scale))[0]
+    return hr, lr
+
+
 def bicubic_downscale(hr: torch.Tensor, scale: int) -> torch.Tensor:
     """The degradation used for training and evaluation alike: antialiased bicubic ÷scale.
 

@@ -33,7 +33,17 @@ from engines import (
 )
 from engines.atomic import atomic_path
 
-from .data import CropSampler, Crops, Photo, PhotoSplit, bicubic_downscale, bicubic_upscale, load_pair, load_photo
+from .data import (
+    CropSampler,
+    Crops,
+    Photo,
+    PhotoSplit,
+    bicubic_downscale,
+    bicubic_upscale,
+    load_pair,
+    load_photo,
+    to_uint8,
+)
 from .losses import discriminator_loss, generator_adversarial_loss, gradient_penalty
 from .metrics import psnr_y, ssim_y
 from .networks import Discriminator, load_vgg19
@@ -50,11 +60,6 @@ class Validation:
     ssim: float
     bicubic_psnr: float
     bicubic_ssim: float
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """N×3×H×W float in [0, 1] → N×H×W×3 uint8."""
-    return images.clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 class Trainer:
