@@ -24,15 +24,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engines import Picture, Precision, TileSettings, create_upscaler, load_model, read_image, save_model, write_image
-from engines.compiled import tensorrt_unavailable_reason
+from srgan.engines import Picture, Precision, TileSettings, create_upscaler, load_model, read_image, save_model, write_image
+from srgan.engines.compiled import tensorrt_unavailable_reason
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from upscale_cpu import make_generator, photo_like  # noqa: E402
 
-from srgan_cli.jobs import collect_inputs, plan_jobs  # noqa: E402
-from srgan_cli.options import DEFAULT_PNG_COMPRESSION  # noqa: E402
-from srgan_cli.upscale import run_jobs, writer_threads  # noqa: E402
+from srgan.cli.jobs import collect_inputs, plan_jobs  # noqa: E402
+from srgan.cli.options import DEFAULT_PNG_COMPRESSION  # noqa: E402
+from srgan.cli.upscale import run_jobs, writer_threads  # noqa: E402
 
 
 class Quiet:

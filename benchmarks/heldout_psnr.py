@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engines import create_upscaler, load_model
-from train.data import bicubic_upscale, degraded_pair, find_images, load_photo, split_photos, to_uint8
-from train.metrics import psnr_y, ssim_y
+from srgan.engines import create_upscaler, load_model
+from srgan.train.data import bicubic_upscale, degraded_pair, find_images, load_photo, split_photos, to_uint8
+from srgan.train.metrics import psnr_y, ssim_y
 
 
 def main() -> None:

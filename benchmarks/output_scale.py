@@ -17,9 +17,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engines import create_upscaler, default_model_path, load_model, resize_pixels, scaled_size
-from train.data import degraded_pair, find_images, load_photo, split_photos, to_uint8
-from train.metrics import psnr_y
+from srgan.engines import create_upscaler, default_model_path, load_model, resize_pixels, scaled_size
+from srgan.train.data import degraded_pair, find_images, load_photo, split_photos, to_uint8
+from srgan.train.metrics import psnr_y
 
 
 def as_tensor(pixels: np.ndarray) -> torch.Tensor:

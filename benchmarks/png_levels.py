@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engines import Picture, Precision, TileSettings, create_upscaler, default_model_path, load_model, read_image
-from engines import write_image
+from srgan.engines import Picture, Precision, TileSettings, create_upscaler, default_model_path, load_model, read_image
+from srgan.engines import write_image
 
 
 def main() -> None:

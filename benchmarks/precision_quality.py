@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engines import Precision, create_upscaler, default_model_path, load_model
-from train.data import degraded_pair, find_images, load_photo, split_photos
-from train.metrics import psnr_y
+from srgan.engines import Precision, create_upscaler, default_model_path, load_model
+from srgan.train.data import degraded_pair, find_images, load_photo, split_photos
+from srgan.train.metrics import psnr_y
 
 
 def main() -> None:

@@ -21,11 +21,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from engines import GeneratorConfig, SRGANGenerator, save_model
-from train import TrainSettings
-from train.data import PhotoSplit
-from train.networks import VGGFeatures
-from train.trainer import Trainer
+from srgan.engines import GeneratorConfig, SRGANGenerator, save_model
+from srgan.train import TrainSettings
+from srgan.train.data import PhotoSplit
+from srgan.train.networks import VGGFeatures
+from srgan.train.trainer import Trainer
 
 
 def make_photos(folder: Path, count: int = 6, size: int = 512) -> list[Path]:

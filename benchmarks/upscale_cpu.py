@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from engines import GeneratorConfig, Precision, SRGANGenerator, TileSettings, create_upscaler, load_model, save_model
+from srgan.engines import GeneratorConfig, Precision, SRGANGenerator, TileSettings, create_upscaler, load_model, save_model
 
 RSS_SCRIPT = """
 import resource, subprocess, sys
@@ -102,7 +102,7 @@ def peak_rss_gib(model_path: Path, folder: Path, tile: int | None) -> tuple[floa
     command = [
         sys.executable,
         "-m",
-        "srgan_cli",
+        "srgan.cli",
         "upscale",
         str(source),
         "-o",

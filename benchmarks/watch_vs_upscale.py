@@ -40,7 +40,7 @@ def main() -> None:
         for index in range(args.files):
             small = Image.fromarray((rng.random((args.size // 8, args.size // 8, 3)) * 255).astype(np.uint8))
             small.resize((args.size, args.size), Image.Resampling.BICUBIC).save(folder / f"image{index:03d}.png")
-        srgan = [sys.executable, "-m", "srgan_cli"]
+        srgan = [sys.executable, "-m", "srgan.cli"]
         upscale = run(
             [*srgan, "upscale", str(folder), "-o", str(Path(scratch) / "upscaled"), "--device", "cpu", *model]
         )

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import torch
 
-from engines import GeneratorConfig, SRGANGenerator, load_model, save_model
-from train import load_settings
-from train.data import find_images
-from train.run import SETTINGS_NAME
-from train.trainer import CHECKPOINT_NAME, lineage
+from srgan.engines import GeneratorConfig, SRGANGenerator, load_model, save_model
+from srgan.train import load_settings
+from srgan.train.data import find_images
+from srgan.train.run import SETTINGS_NAME
+from srgan.train.trainer import CHECKPOINT_NAME, lineage
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from engines import SrganError
+from srgan.engines import SrganError
 
 from . import about, engine_cmd, gimp_cmd, train_cmd, upscale, watch_cmd
 from .state import CliState, UsageProblem

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from engines.atomic import atomic_path
+from srgan.engines.atomic import atomic_path
 
 from .state import UsageProblem
 
@@ -37,7 +37,7 @@ def default_plugins_dir() -> Path:
 
 
 def plugin_source() -> Path:
-    return Path(str(resources.files("gimp_plugin") / PLUGIN_NAME))
+    return Path(str(resources.files("srgan.gimp") / PLUGIN_NAME))
 
 
 def installed_plugin(plugins_dir: Path | None = None) -> Path | None:
@@ -56,7 +56,7 @@ def install(plugins_dir: PluginsDirOption = None) -> None:
             shutil.copyfile(plugin_source() / name, target / name)
         (target / f"{PLUGIN_NAME}.py").chmod(0o755)
         with atomic_path(target / "srgan.json") as temporary:
-            temporary.write_text(json.dumps({"command": [sys.executable, "-m", "srgan_cli"]}, indent=2) + "\n")
+            temporary.write_text(json.dumps({"command": [sys.executable, "-m", "srgan.cli"]}, indent=2) + "\n")
     except OSError as error:
         raise UsageProblem(
             f"{target}: cannot install the plug-in here ({error.strerror}); pass --plugins-dir"

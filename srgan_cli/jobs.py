@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from engines import FORMAT_EXTENSIONS
+from srgan.engines import FORMAT_EXTENSIONS
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".pam"})
 DEFAULT_NAME = "{stem}_x{scale}"

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from engines import DEFAULT_MAX_PIXELS, Precision, TileSettings
+from srgan.engines import DEFAULT_MAX_PIXELS, Precision, TileSettings
 
 from .state import UsageProblem
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engines import SrganError
+from srgan.engines import SrganError
 
 
 @dataclass

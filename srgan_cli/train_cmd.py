@@ -11,9 +11,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from train import load_settings
-from train.run import SETTINGS_NAME, TrainingEvents, run_training, start_distributed, stop_distributed
-from train.trainer import Validation
+from srgan.train import load_settings
+from srgan.train.run import SETTINGS_NAME, TrainingEvents, run_training, start_distributed, stop_distributed
+from srgan.train.trainer import Validation
 
 from .state import CliState
 
@@ -65,7 +65,7 @@ def train(
 ) -> None:
     """Train a 4× SRGAN generator on a folder of photos: SRResNet pretraining, then the GAN stage.
 
-    Under torchrun every process trains (DDP) and rank 0 reports: torchrun --nproc-per-node N -m srgan_cli train ...
+    Under torchrun every process trains (DDP) and rank 0 reports: torchrun --nproc-per-node N -m srgan.cli train ...
     """
     ctx.ensure_object(CliState)
     overrides = dict(

@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from engines import (
+from srgan.engines import (
     LoadedModel,
     Precision,
     SrganError,

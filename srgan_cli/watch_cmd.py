@@ -17,7 +17,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from engines import Precision, create_upscaler, format_for
+from srgan.engines import Precision, create_upscaler, format_for
 
 from .options import (
     check_name_template,

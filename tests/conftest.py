@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from engines import save_model
+from srgan.engines import save_model
 from tests.helpers import tiny_generator
 
 # The machines that run the tests are shared and noisy: no per-example deadline.

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from engines import GeneratorConfig, SRGANGenerator
+from srgan.engines import GeneratorConfig, SRGANGenerator
 
 TINY = GeneratorConfig(scale=4, blocks=1, channels=8, batchnorm=True)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from engines import SrganError
+from srgan.engines import SrganError
 
 
 class SettingsError(SrganError):

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.nn.parallel import DistributedDataParallel
 
-from engines import (
+from srgan.engines import (
     GeneratorConfig,
     Precision,
     SRGANGenerator,
@@ -31,7 +31,7 @@ from engines import (
     resolve_device,
     save_model,
 )
-from engines.atomic import atomic_path
+from srgan.engines.atomic import atomic_path
 
 from .data import (
     CropSampler,

@@ -38,7 +38,7 @@ class Pixels:
 
 
 def srgan_command(plugin_dir: Path) -> list[str]:
-    """The command `srgan gimp install` recorded, e.g. [python, "-m", "srgan_cli"].
+    """The command `srgan gimp install` recorded, e.g. [python, "-m", "srgan.cli"].
 
     Raises BridgeError saying how to fix a missing or broken record.
     """

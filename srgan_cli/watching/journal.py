@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from engines import SrganError
+from srgan.engines import SrganError
 
 STATE_DIR_NAME = ".srgan-watch"
 

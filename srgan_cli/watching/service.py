@@ -22,8 +22,8 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
-from engines import DEFAULT_MAX_PIXELS, Picture, SrganError, Upscaler, read_image, scaled_size, write_image
-from engines.digest import file_sha256
+from srgan.engines import DEFAULT_MAX_PIXELS, Picture, SrganError, Upscaler, read_image, scaled_size, write_image
+from srgan.engines.digest import file_sha256
 
 from ..jobs import InputFile, output_path, scale_label
 from .journal import Journal

@@ -5,8 +5,8 @@ import json
 import torch
 from typer.testing import CliRunner
 
-from engines import save_model
-from srgan_cli.app import app
+from srgan.engines import save_model
+from srgan.cli.app import app
 from tests.helpers import tiny_generator
 
 runner = CliRunner()

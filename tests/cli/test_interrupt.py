@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from engines import Picture, write_image
+from srgan.engines import Picture, write_image
 from tests.helpers import random_image
 
 
@@ -21,7 +21,7 @@ def test_signals_stop_cleanly_without_partial_files(tmp_path, tiny_model_file, s
     command = [
         sys.executable,
         "-m",
-        "srgan_cli",
+        "srgan.cli",
         "upscale",
         str(source),
         "-o",

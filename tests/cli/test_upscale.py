@@ -9,8 +9,8 @@ import torch
 from PIL import Image, ImageCms
 from typer.testing import CliRunner
 
-from engines import ModelFileError, Picture, create_upscaler, load_model, read_image, resize_pixels, write_image
-from srgan_cli.app import app
+from srgan.engines import ModelFileError, Picture, create_upscaler, load_model, read_image, resize_pixels, write_image
+from srgan.cli.app import app
 from tests.helpers import random_image
 
 runner = CliRunner()
@@ -133,7 +133,7 @@ def test_png_compression_trades_size_for_speed_and_keeps_pixels(tmp_path, tiny_m
 
 @pytest.mark.parametrize("pending_bytes", [1 << 30, 1])
 def test_several_encoders_write_every_result_and_report_in_order(tmp_path, tiny_model_file, monkeypatch, pending_bytes):
-    from srgan_cli import upscale as upscale_module
+    from srgan.cli import upscale as upscale_module
 
     monkeypatch.setattr(upscale_module, "writer_threads", lambda: 3)
     monkeypatch.setattr(upscale_module, "PENDING_BYTES", pending_bytes)
@@ -298,7 +298,7 @@ def test_incompatible_models_stop_before_any_work(tmp_path, photo, model_kind, m
 
 
 def test_without_a_default_model_the_message_says_what_to_do(photo, monkeypatch, tmp_path):
-    import engines.registry
+    import srgan.engines.registry
 
     monkeypatch.setattr(engines.registry, "BUNDLED_DIR", tmp_path / "no-models-here")
     result = srgan("upscale", photo)

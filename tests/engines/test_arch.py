@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engines import GeneratorConfig, SRGANGenerator, fold_batchnorm, icnr_, offset_major_shuffle
+from srgan.engines import GeneratorConfig, SRGANGenerator, fold_batchnorm, icnr_, offset_major_shuffle
 from tests.helpers import tiny_generator
 
 

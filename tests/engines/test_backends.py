@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engines import BackendError, Precision, TorchBackend, fold_batchnorm, resolve_device, resolve_precision
+from srgan.engines import BackendError, Precision, TorchBackend, fold_batchnorm, resolve_device, resolve_precision
 from tests.helpers import tiny_generator
 
 CPU = torch.device("cpu")

@@ -11,7 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from engines import (
+from srgan.engines import (
     BackendError,
     EngineCache,
     EngineKey,
@@ -28,7 +28,7 @@ from engines import (
     save_model,
     write_image,
 )
-from srgan_cli.app import app
+from srgan.cli.app import app
 from tests.helpers import random_image, tiny_generator
 
 CPU = torch.device("cpu")
@@ -107,7 +107,7 @@ def test_onnx_export_runs_in_onnx_runtime_through_the_core(tmp_path, built):
 
 
 def test_a_package_that_does_not_run_is_not_kept(tmp_path):
-    from engines.compiled import check_package_runs
+    from srgan.engines.compiled import check_package_runs
 
     broken = tmp_path / "engine.pt2"
     broken.write_bytes(b"PK\x03\x04 not really a package")
@@ -117,7 +117,7 @@ def test_a_package_that_does_not_run_is_not_kept(tmp_path):
 
 def test_a_package_that_crashes_its_loader_is_reported_by_signal(tmp_path, monkeypatch):
     """What torch 2.11 did on a lent H100: the load ended the process with SIGSEGV."""
-    from engines import compiled
+    from srgan.engines import compiled
 
     monkeypatch.setattr(compiled, "_PROBE", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
     with pytest.raises(BackendError, match="killed by signal 11"):

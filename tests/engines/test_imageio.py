@@ -7,7 +7,7 @@ import pytest
 import tifffile
 from PIL import Image, ImageCms, ImageOps
 
-from engines import (
+from srgan.engines import (
     ImageReadError,
     ImageWriteError,
     Picture,

@@ -7,8 +7,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from engines import GeneratorConfig, ModelFileError, load_model, save_model
-from engines.model_file import ModelInfo
+from srgan.engines import GeneratorConfig, ModelFileError, load_model, save_model
+from srgan.engines.model_file import ModelInfo
 from tests.helpers import tiny_generator
 
 IMAGE = torch.rand(1, 3, 9, 11)

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engines.tiling import Span, blend_weights, plan_axis, plan_tiles
+from srgan.engines.tiling import Span, blend_weights, plan_axis, plan_tiles
 
 
 @given(length=st.integers(1, 3000), window=st.integers(9, 600), overlap=st.integers(0, 64), shrink=st.booleans())

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engines import (
+from srgan.engines import (
     Backend,
     Cancelled,
     DeviceOutOfMemory,
@@ -98,7 +98,7 @@ def test_default_settings_match_whole_image_on_the_paper_generator():
 
 
 def upscaler_tiles(upscaler: Upscaler, pixels: np.ndarray) -> list:
-    from engines import plan_tiles
+    from srgan.engines import plan_tiles
 
     size = upscaler.settings.tile_size or upscaler.backend.preferred_tile_size
     return plan_tiles(pixels.shape[0], pixels.shape[1], (size, size), upscaler.settings.overlap)
@@ -244,7 +244,7 @@ def test_settings_that_leave_no_core_are_refused():
 @pytest.mark.parametrize(("channels", "dtype"), [(4, np.uint8), (1, np.uint16), (2, np.uint8), (3, np.uint16)])
 def test_device_assembly_matches_host_assembly(monkeypatch, channels, dtype):
     """The CUDA path (tiles cut, blended and written on the device) run on the CPU against the host path."""
-    from engines.upscaler import _DeviceCanvas
+    from srgan.engines.upscaler import _DeviceCanvas
 
     pixels = random_image(70, 90, channels, dtype=dtype, seed=5)
     upscaler = Upscaler(TorchBackend(NETWORK, 4, CPU), TileSettings(tile_size=40, overlap=12, batch_size=3))
@@ -261,7 +261,7 @@ def test_device_assembly_matches_host_assembly(monkeypatch, channels, dtype):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize(("channels", "dtype"), [(4, np.uint8), (1, np.uint16)])
 def test_cuda_device_assembly_matches_host_assembly(monkeypatch, channels, dtype):
-    from engines.upscaler import _DeviceCanvas
+    from srgan.engines.upscaler import _DeviceCanvas
 
     pixels = random_image(300, 260, channels, dtype=dtype, seed=6)
     backend = TorchBackend(fold_batchnorm(tiny_generator()), 4, torch.device("cuda"))
@@ -276,7 +276,7 @@ def test_cuda_device_assembly_matches_host_assembly(monkeypatch, channels, dtype
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("precision", ["fp16", "bf16", "fp32"])
 def test_cuda_matches_cpu(precision):
-    from engines import Precision
+    from srgan.engines import Precision
 
     pixels = random_image(150, 170, 3)
     expected = Upscaler(TorchBackend(fold_batchnorm(tiny_generator()), 4, CPU)).upscale(pixels)

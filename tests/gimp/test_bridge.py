@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from engines import Picture, read_image, scaled_size, write_image
-from srgan_cli.app import app
+from srgan.engines import Picture, read_image, scaled_size, write_image
+from srgan.cli.app import app
 from tests.helpers import random_image
 
 PLUGIN = Path(__file__).resolve().parents[2] / "gimp_plugin" / "srgan_upscale"
@@ -23,7 +23,7 @@ spec.loader.exec_module(bridge)
 
 
 def test_arguments_carry_the_dialog_settings():
-    base = ["/venv/bin/python", "-m", "srgan_cli"]
+    base = ["/venv/bin/python", "-m", "srgan.cli"]
     full = bridge.build_arguments(
         base, Path("/t/in.pam"), Path("/t/out.pam"), "/m.safetensors", 256, "cuda:1", "tensorrt"
     )
@@ -69,7 +69,7 @@ def test_pam_files_round_trip_with_the_core(tmp_path, channels, deep):
 def test_running_srgan_reports_progress_and_the_cli_reason(tmp_path, tiny_model_file):
     source = tmp_path / "in.pam"
     write_image(Picture(random_image(100, 100, 4)), source)
-    command = [sys.executable, "-m", "srgan_cli"]
+    command = [sys.executable, "-m", "srgan.cli"]
     fractions: list[float] = []
     arguments = bridge.build_arguments(command, source, tmp_path / "out.pam", str(tiny_model_file), 48, "cpu")
     bridge.run_upscale(arguments, fractions.append)
@@ -93,7 +93,7 @@ def test_install_records_this_srgan_and_uninstall_removes_it(tmp_path, monkeypat
     assert (folder / "srgan_upscale.py").stat().st_mode & 0o111
     assert (folder / "bridge.py").read_text() == (PLUGIN / "bridge.py").read_text()
     command = json.loads((folder / "srgan.json").read_text())["command"]
-    assert command == [sys.executable, "-m", "srgan_cli"] == bridge.srgan_command(folder)
+    assert command == [sys.executable, "-m", "srgan.cli"] == bridge.srgan_command(folder)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     assert "not installed" in json.loads(runner.invoke(app, ["info", "--json"]).stdout)["gimp_plugin"]
     default = runner.invoke(app, ["gimp", "install"])

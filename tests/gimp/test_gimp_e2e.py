@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engines import Picture, read_image, save_model, write_image
+from srgan.engines import Picture, read_image, save_model, write_image
 from tests.helpers import random_image, tiny_generator
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,7 +49,7 @@ def gimp():
                 bind(stack, source)
         plugins = host_work / "home" / ".config" / "GIMP" / "3.0" / "plug-ins"
         subprocess.run(
-            [sys.executable, "-m", "srgan_cli", "gimp", "install", "--plugins-dir", str(plugins)],
+            [sys.executable, "-m", "srgan.cli", "gimp", "install", "--plugins-dir", str(plugins)],
             check=True,
             capture_output=True,
         )
@@ -121,7 +121,7 @@ def test_the_plugin_upscales_a_layer_like_the_cli_and_keeps_alpha(gimp):
     assert rgba["success"] and rgba["after"] == [96, 80] and rgba["layer"] == [96, 80] and rgba["has_alpha"]
     cli = host / "rgba_cli.png"
     subprocess.run(
-        [sys.executable, "-m", "srgan_cli", "upscale", str(host / "rgba.png"), "-o", str(cli), "-m", str(model)],
+        [sys.executable, "-m", "srgan.cli", "upscale", str(host / "rgba.png"), "-o", str(cli), "-m", str(model)],
         check=True,
         capture_output=True,
     )
@@ -142,7 +142,7 @@ def test_the_plugin_upscales_a_layer_like_the_cli_and_keeps_alpha(gimp):
     assert scaled["success"] and scaled["after"] == [60, 50] and scaled["layer"] == [60, 50]
     cli_scaled = host / "rgba_cli_scaled.png"
     subprocess.run(
-        [sys.executable, "-m", "srgan_cli", "upscale", str(host / "rgba.png"), "-o", str(cli_scaled)]
+        [sys.executable, "-m", "srgan.cli", "upscale", str(host / "rgba.png"), "-o", str(cli_scaled)]
         + ["-m", str(model), "--scale", "2.5"],
         check=True,
         capture_output=True,

@@ -10,13 +10,13 @@ import pytest
 import torch
 from PIL import Image
 
-from engines import load_generator, load_model, save_model
+from srgan.engines import load_generator, load_model, save_model
 from tests.helpers import tiny_generator
 from tests.train.test_training import TINY, smooth_photo
-from train.losses import discriminator_loss, generator_adversarial_loss
-from train.networks import Discriminator, VGGFeatures, load_vgg19
-from train.run import TrainingEvents, run_training
-from train.settings import SettingsError, TrainSettings
+from srgan.train.losses import discriminator_loss, generator_adversarial_loss
+from srgan.train.networks import Discriminator, VGGFeatures, load_vgg19
+from srgan.train.run import TrainingEvents, run_training
+from srgan.train.settings import SettingsError, TrainSettings
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +145,7 @@ def test_ddp_with_two_cpu_processes_through_torchrun(photos, tmp_path):
         "--master-port",
         "29517",
         "-m",
-        "srgan_cli",
+        "srgan.cli",
         "train",
         str(photos),
         "--out",

@@ -10,14 +10,14 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from engines import ImageReadError, create_upscaler, load_generator, load_model
-from srgan_cli.app import app
-from train import TrainSettings, load_settings
-from train.data import CropSampler, bicubic_downscale, find_images, find_pairs, split_photos
-from train.metrics import psnr_y, ssim_y
-from train.run import TrainingEvents, run_training
-from train.settings import SettingsError
-from train.trainer import CHECKPOINT_NAME, Trainer
+from srgan.engines import ImageReadError, create_upscaler, load_generator, load_model
+from srgan.cli.app import app
+from srgan.train import TrainSettings, load_settings
+from srgan.train.data import CropSampler, bicubic_downscale, find_images, find_pairs, split_photos
+from srgan.train.metrics import psnr_y, ssim_y
+from srgan.train.run import TrainingEvents, run_training
+from srgan.train.settings import SettingsError
+from srgan.train.trainer import CHECKPOINT_NAME, Trainer
 
 TINY = TrainSettings(
     blocks=1,

@@ -17,11 +17,11 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from engines import TileSettings, create_upscaler, load_model, read_image
-from srgan_cli.app import app
-from srgan_cli.watching.journal import Journal, WatchStateError
-from srgan_cli.watching.policy import is_candidate
-from srgan_cli.watching.service import WatchService, WatchSettings, WatchTally
+from srgan.engines import TileSettings, create_upscaler, load_model, read_image
+from srgan.cli.app import app
+from srgan.cli.watching.journal import Journal, WatchStateError
+from srgan.cli.watching.policy import is_candidate
+from srgan.cli.watching.service import WatchService, WatchSettings, WatchTally
 from tests.helpers import random_image
 
 
@@ -249,7 +249,7 @@ def test_candidate_policy(tmp_path):
 
 def start_watch_process(model: Path, in_dir: Path, out_dir: Path) -> subprocess.Popen:
     """`srgan watch` in its own process, JSON lines on its stdout, small tiles and a short settle."""
-    command = [sys.executable, "-m", "srgan_cli", "watch", str(in_dir), "-o", str(out_dir), "-m", str(model)]
+    command = [sys.executable, "-m", "srgan.cli", "watch", str(in_dir), "-o", str(out_dir), "-m", str(model)]
     command += ["--json", "--settle", "0.2", "--tile", "24", "--overlap", "4"]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
