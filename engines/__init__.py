@@ -29,7 +29,7 @@ from .imageio import (
     write_image,
 )
 from .model_file import LoadedModel, ModelInfo, load_generator, load_model, save_model
-from .registry import default_model_path, find_model_files, model_dirs
+from .model_folders import default_model_path, find_model_files, model_dirs
 from .tiling import Span, Tile, plan_tiles
 from .upscaler import ProgressCallback, TileSettings, Upscaler
 

@@ -17,7 +17,7 @@ from rich.table import Table
 from srgan.engines import EngineCache, SrganError, find_model_files, load_model, model_dirs
 from srgan.engines.compiled import tensorrt_unavailable_reason
 from srgan.engines.engine_cache import default_engines_dir
-from srgan.engines.registry import BUNDLED_DIR, DEFAULT_MODEL_NAME
+from srgan.engines.model_folders import BUNDLED_DIR, DEFAULT_MODEL_NAME
 
 from .gimp_cmd import default_plugins_dir, installed_plugin
 from .options import JsonOption

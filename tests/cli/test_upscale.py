@@ -298,9 +298,9 @@ def test_incompatible_models_stop_before_any_work(tmp_path, photo, model_kind, m
 
 
 def test_without_a_default_model_the_message_says_what_to_do(photo, monkeypatch, tmp_path):
-    import srgan.engines.registry
+    from srgan.engines import model_folders
 
-    monkeypatch.setattr(engines.registry, "BUNDLED_DIR", tmp_path / "no-models-here")
+    monkeypatch.setattr(model_folders, "BUNDLED_DIR", tmp_path / "no-models-here")
     result = srgan("upscale", photo)
     assert result.exit_code == 1
     assert "no default model is installed" in result.stderr and "--model" in result.stderr

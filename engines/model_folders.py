@@ -1,4 +1,4 @@
-"""Where model files live: the bundled default and the user's model folders."""
+"""Where model files live: the bundled default and the user's model folders (not an architecture registry)."""
 
 from __future__ import annotations
 
