@@ -13,11 +13,13 @@ from .errors import (
     ImageWriteError,
     ModelFileError,
     NoDefaultModelError,
+    Setting,
     SrganError,
 )
 from .compiled import CompiledBackend, OnnxRuntimeBackend, TensorRTBackend, export_network, export_onnx
 from .engine_cache import EngineCache, EngineKey
 from .factory import BACKENDS, create_upscaler
+from .image_checks import check_output_folder
 from .imageio import (
     DEFAULT_MAX_PIXELS,
     FORMAT_EXTENSIONS,
@@ -60,6 +62,7 @@ __all__ = [
     "ProgressCallback",
     "SRGANGenerator",
     "Span",
+    "Setting",
     "SrganError",
     "Tile",
     "TileSettings",
@@ -70,6 +73,7 @@ __all__ = [
     "find_model_files",
     "fold_batchnorm",
     "offset_major_shuffle",
+    "check_output_folder",
     "format_for",
     "icnr_",
     "load_generator",

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from srgan.engines import FORMAT_EXTENSIONS
+from srgan.engines import FORMAT_EXTENSIONS, ImageWriteError, Setting, SrganError
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".pam"})
 DEFAULT_NAME = "{stem}_x{scale}"
@@ -106,11 +106,15 @@ def plan_jobs(
     claimed: dict[Path, Path] = {}
     jobs = []
     for item in inputs:
-        target = (
-            output
-            if output_file and output is not None
-            else output_path(item, output, name_template, scale, image_format)
-        )
+        try:
+            target = (
+                output
+                if output_file and output is not None
+                else output_path(item, output, name_template, scale, image_format)
+            )
+        except SrganError as error:
+            jobs.append(Job(item.path, None, str(error)))
+            continue
         key = target.resolve()
         if key in sources:
             problem = f"{target}: the output would overwrite an input; choose another -o folder or --name"
@@ -134,11 +138,24 @@ def output_path(
 ) -> Path:
     """Where an input's result goes: `output` (mirroring the input's place under its root) or
     beside the input, named by the template ({scale}: the output's factor), with the format's
-    extension or the input's."""
+    extension or the input's.
+
+    Raises ImageWriteError when the path would land outside that folder (a template that
+    check_name_template let through cannot, but this is the last word on where files go).
+    """
     extension = FORMAT_EXTENSIONS[image_format] if image_format else item.path.suffix
     name = name_template.format(stem=item.path.stem, scale=scale) + extension
     if output is None:
-        return item.path.parent / name
-    if item.root is not None:
-        return output / item.path.parent.relative_to(item.root) / name
-    return output / name
+        folder = item.path.parent
+    elif item.root is not None:
+        folder = output / item.path.parent.relative_to(item.root)
+    else:
+        folder = output
+    target = folder / name
+    top = output if output is not None else folder
+    if not target.resolve().is_relative_to(top.resolve()) or target.resolve() == top.resolve():
+        raise ImageWriteError(
+            f"{target}: the output name leads outside {top}; choose a name without separators or '..'",
+            setting=Setting.NAME_TEMPLATE,
+        )
+    return target
