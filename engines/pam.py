@@ -109,9 +109,7 @@ def read_pixels(path: Path, data: bytes, header: PamHeader) -> np.ndarray:
     if len(body) < expected:
         raise ImageReadError(f"{path}: truncated PAM ({len(body)} of {expected} bytes of pixels); re-export it")
     if bytes(body[expected : expected + len(MAGIC)]) == MAGIC:
-        raise ImageReadError(
-            f"{path}: PAM holds more than one image; srgan upscales still images only: split it first"
-        )
+        raise ImageReadError(f"{path}: PAM holds more than one image; srgan upscales still images only: split it first")
     pixels = np.frombuffer(body[:expected], dtype=dtype).reshape(header.height, header.width, header.depth)
     return pixels.astype(np.uint16 if header.maxval == 65535 else np.uint8)
 
