@@ -211,6 +211,15 @@ def _check_pillow_tiff(path: Path, image: Image.Image) -> None:
     check_tiff_samples(
         path, int(tags.get(277, 1)), tags.get(262), tuple(extra) if isinstance(extra, tuple) else (extra,)
     )
+    bits = _tiff_bits(image)
+    if bits > 8 and bits != 16:
+        raise ImageReadError(f"{path}: TIFF with {bits} bits per sample is not supported; save it as 8- or 16-bit")
+
+
+def _tiff_bits(image: Image.Image) -> int:
+    """The largest BitsPerSample of a TIFF opened by Pillow (1 when not stated)."""
+    bits = image.tag_v2.get(258, 1)
+    return int(max(bits)) if isinstance(bits, tuple) and bits else int(bits) if isinstance(bits, int) else 1
 
 
 def _pillow_dpi(path: Path, image: Image.Image) -> tuple[float, float] | None:
@@ -251,6 +260,10 @@ def _read_tiff_without_pillow(path: Path, max_pixels: int) -> Picture:
         page = tiff.pages.first
         _check_size(path, (page.imagewidth, page.imagelength), max_pixels)
         check_tiff_samples(path, page.samplesperpixel, int(page.photometric), tuple(page.extrasamples))
+        if page.bitspersample not in (8, 16):
+            raise ImageReadError(
+                f"{path}: TIFF with {page.bitspersample} bits per sample is not supported; save it as 8- or 16-bit"
+            )
         pixels = _tiff_page_pixels(path, page)
         icc_tag = page.tags.get(34675)
         icc_profile = check_icc_profile(path, bytes(icc_tag.value) if icc_tag is not None else None)
@@ -320,7 +333,10 @@ def _decode(path: Path, image: Image.Image) -> np.ndarray:
 
 
 def _is_16_bit(image: Image.Image) -> bool:
-    if image.format not in ("PNG", "TIFF") or not image.tile:
+    if image.format == "TIFF":
+        # The tag, not Pillow's raw mode: Pillow reads planar 16-bit TIFFs as 8-bit planes.
+        return _tiff_bits(image) == 16
+    if image.format != "PNG" or not image.tile:
         return False
     args = image.tile[0].args
     rawmode = args[0] if isinstance(args, tuple) else args
@@ -395,16 +411,19 @@ def write_image(
     if size is not None:
         picture = replace(picture, pixels=resize_pixels(picture.pixels, *size))
     picture = _fit_format(path, picture, key)
-    if path.exists() and not path.is_file():
-        # os.replace would put the image in place of a device node or fail on a folder
-        raise ImageWriteError(
-            f"{path}: is {describe_kind(path)}, not an image file; choose another output", setting=Setting.OUTPUT
-        )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         check_output_folder(path.parent)  # names what stands in the way, if anything does
         raise write_failure(path.parent, error) from None
+    try:
+        taken = path.exists() and not path.is_file()
+    except OSError as error:  # a name too long, for one
+        raise write_failure(path, error) from None
+    if taken:  # os.replace would put the image in place of a device node or fail on a folder
+        raise ImageWriteError(
+            f"{path}: is {describe_kind(path)}, not an image file; choose another output", setting=Setting.OUTPUT
+        )
     try:
         with atomic_path(path) as temporary:
             _encode(picture, temporary, key, quality, png_compression)

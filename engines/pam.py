@@ -44,7 +44,9 @@ def parse_header(path: Path, data: bytes) -> PamHeader:
     """
     end = data.find(_END, 0, _HEADER_LIMIT)
     if end < 0:
-        raise ImageReadError(f"{path}: PAM header has no ENDHDR line (truncated, or not a PAM); re-export it")
+        raise ImageReadError(
+            f"{path}: PAM header has no ENDHDR line in its first {_HEADER_LIMIT} bytes (truncated, or not a PAM)"
+        )
     try:
         text = data[len(MAGIC) : end].decode("ascii")
     except UnicodeDecodeError:
