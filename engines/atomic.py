@@ -11,6 +11,16 @@ from pathlib import Path
 # mkstemp creates files readable by the owner only; published files get the usual mode.
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+# File names hold at most 255 bytes; the temporary name adds 18 to the target's, so a long
+# target name is shortened in it (the target keeps its full name).
+_NAME_BYTES = 200
+
+
+def _shortened(name: str) -> str:
+    encoded = os.fsencode(name)
+    if len(encoded) <= _NAME_BYTES:
+        return name
+    return os.fsdecode(encoded[:_NAME_BYTES])  # a cut character stays as its raw bytes
 
 
 @contextlib.contextmanager
@@ -21,7 +31,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     globs skip it. On any exception the temporary file is removed and the exception re-raised.
     Raises OSError when the folder cannot be written.
     """
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    handle, temporary = tempfile.mkstemp(prefix=f".{_shortened(path.name)}.", suffix=".partial", dir=path.parent)
     os.close(handle)
     try:
         yield Path(temporary)

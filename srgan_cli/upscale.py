@@ -29,7 +29,16 @@ from srgan.engines import (
     write_image,
 )
 
-from .jobs import DEFAULT_NAME, IMAGE_EXTENSIONS, Job, collect_inputs, output_is_file, plan_jobs, scale_label
+from .jobs import (
+    DEFAULT_NAME,
+    IMAGE_EXTENSIONS,
+    InputFile,
+    Job,
+    collect_inputs,
+    output_is_file,
+    plan_jobs,
+    scale_label,
+)
 from .options import (
     check_name_template,
     tile_settings,
@@ -98,11 +107,7 @@ def upscale(
     settings = tile_settings(tile, overlap, batch)
     format_key = format_for(Path("."), image_format) if image_format else None
     files, problems = collect_inputs(inputs, recursive)
-    to_file = output_is_file(output, files, len(inputs))
-    if output is not None and not to_file and not output.is_dir() and output.suffix.lower() in IMAGE_EXTENSIONS:
-        raise UsageProblem(f"-o {output} names one image file, but the inputs are several; give a folder")
-    if output is not None:
-        check_output_folder(output.parent if to_file else output)
+    to_file = _check_output(output, files, len(inputs))
     loaded = load_model_option(model)
     upscaler = create_upscaler(loaded, device, precision, settings, backend, engines_dir)
     if to_file and format_key is None:
@@ -124,6 +129,20 @@ def upscale(
     )
     if tally.failed:
         raise typer.Exit(1)
+
+
+def _check_output(output: Path | None, files: list[InputFile], arguments_count: int) -> bool:
+    """Whether -o names one output file; a usage error when it cannot serve, before any work."""
+    if output is None:
+        return False
+    try:
+        to_file = output_is_file(output, files, arguments_count)
+        if not to_file and not output.is_dir() and output.suffix.lower() in IMAGE_EXTENSIONS:
+            raise UsageProblem(f"-o {output} names one image file, but the inputs are several; give a folder")
+        check_output_folder(output.parent if to_file else output)
+    except OSError as error:
+        raise UsageProblem(f"-o {output}: {error.strerror or error}; choose another output") from None
+    return to_file
 
 
 def run_jobs(

@@ -262,3 +262,21 @@ def test_hostile_outputs_keep_inputs_and_leave_nothing_partial(tmp_path, tiny_mo
     assert {name: (tmp_path / "in" / name).read_bytes() for name in expected} == before
     assert not any(".partial" in name for name in files_in(tmp_path / "out"))
     assert read_image(tmp_path / "out" / "b_x4.png").pixels.shape == (24, 24, 3)
+
+
+def test_names_too_long_for_the_file_system_fail_alone(tmp_path, tiny_model_file):
+    folder = tmp_path / "in"
+    save(folder / "ok.png", random_image(6, 6, 3))
+    save(folder / ("y" * 250 + ".png"), random_image(6, 6, 3))  # fits; its output name (+ "_x4") does not
+    (tmp_path / "out").mkdir()
+    too_long_input = folder / ("z" * 300 + ".png")
+    result = srgan("upscale", folder, too_long_input, "-o", tmp_path / "out", "-m", tiny_model_file)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"{too_long_input}: cannot be read (File name too long)" in result.stderr
+    assert "its output name cannot be used (File name too long); choose a shorter --name" in result.stderr
+    assert files_in(tmp_path / "out") == {"ok_x4.png"}
+    kept = srgan("upscale", folder, "-o", tmp_path / "kept", "--name", "{stem}", "-m", tiny_model_file)
+    assert kept.exit_code == 0, kept.output  # a 254-byte name is written; its temporary name is shortened
+    assert files_in(tmp_path / "kept") == {"ok.png", "y" * 250 + ".png"}
+    long_output = srgan("upscale", folder / "ok.png", "-o", tmp_path / ("q" * 300), "-m", tiny_model_file)
+    assert long_output.exit_code == 2 and "File name too long" in long_output.stderr
