@@ -118,13 +118,15 @@ def format_for(path: Path, requested: str | None = None) -> str:
         key = requested.lower().lstrip(".")
         key = _EXTENSIONS.get("." + key, key)
         if key not in FORMATS:
-            raise ImageWriteError(f"unknown output format '{requested}': use one of {', '.join(FORMATS)}")
+            raise ImageWriteError(
+                f"unknown output format '{requested}': it is one of {', '.join(FORMATS)}", setting=Setting.OUTPUT_FORMAT
+            )
         return key
     key = _EXTENSIONS.get(Path(path).suffix.lower())
     if key is None:
         raise ImageWriteError(
-            f"{path}: cannot tell the output format from '{Path(path).suffix}';"
-            " use .png, .jpg, .webp, .tif or .bmp, or --format"
+            f"{path}: cannot tell the output format from '{Path(path).suffix}' (.png, .jpg, .webp, .tif, .bmp)",
+            setting=Setting.OUTPUT_FORMAT,
         )
     return key
 
@@ -160,7 +162,7 @@ def _open_head(path: Path) -> bytes:
     except OSError as error:
         raise ImageReadError(f"{path}: cannot be read ({error.strerror}); check the path") from None
     if stat.S_ISDIR(mode):
-        raise ImageReadError(f"{path}: is a folder; pass image files, or the folder", setting=Setting.RECURSIVE)
+        raise ImageReadError(f"{path}: is a folder, not an image file", setting=Setting.RECURSIVE)
     if not stat.S_ISREG(mode):
         # reading a pipe or a device could block forever or never end
         raise ImageReadError(f"{path}: is {describe_kind(path)}, not an image file; pass image files")
@@ -302,7 +304,8 @@ def _check_size(path: Path, size: tuple[int, int], max_pixels: int) -> None:
     if max_pixels and width * height > max_pixels:
         raise ImageReadError(
             f"{path}: {width}×{height} is {width * height:,} pixels, over the limit of {max_pixels:,}"
-            " that guards against decompression bombs; pass --max-pixels to raise it"
+            " that guards against decompression bombs",
+            setting=Setting.MAX_PIXELS,
         )
 
 
@@ -450,14 +453,16 @@ def _fit_format(path: Path, picture: Picture, key: str) -> Picture:
         alpha = pixels[:, :, -1]
         if alpha.min() < np.iinfo(pixels.dtype).max:
             raise ImageWriteError(
-                f"{path}: JPEG cannot store the image's transparency; write .png, .webp or .tif, or use --format png"
+                f"{path}: JPEG cannot store the image's transparency; PNG, WebP and TIFF can",
+                setting=Setting.OUTPUT_FORMAT,
+                suggestion="png",
             )
         pixels = pixels[:, :, :-1]
     limit = _MAX_SIDE.get(key)
     if limit is not None and max(pixels.shape[:2]) > limit:
         raise ImageWriteError(
             f"{path}: {FORMATS[key]} holds at most {limit} pixels a side and the image is"
-            f" {pixels.shape[1]} × {pixels.shape[0]}; write PNG or TIFF instead",
+            f" {pixels.shape[1]} × {pixels.shape[0]}; PNG and TIFF can hold it",
             setting=Setting.OUTPUT_FORMAT,
             suggestion="png",
         )

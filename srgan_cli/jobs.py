@@ -9,6 +9,8 @@ from pathlib import Path
 
 from srgan.engines import FORMAT_EXTENSIONS, ImageWriteError, Setting, SrganError
 
+from .advice import cli_message
+
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".pam"})
 DEFAULT_NAME = "{stem}_x{scale}"
 
@@ -125,7 +127,7 @@ def plan_jobs(
             key = target.resolve()
             exists = target.exists()
         except SrganError as error:
-            jobs.append(Job(item.path, None, str(error)))
+            jobs.append(Job(item.path, None, cli_message(error)))
             continue
         except (OSError, RuntimeError) as error:  # a name too long; a symlink loop (RuntimeError)
             reason = getattr(error, "strerror", None) or error

@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from srgan.engines import (
+    BackendKind,
     LoadedModel,
     Precision,
     SrganError,
@@ -29,6 +30,7 @@ from srgan.engines import (
     write_image,
 )
 
+from .advice import cli_message
 from .jobs import (
     DEFAULT_NAME,
     IMAGE_EXTENSIONS,
@@ -95,7 +97,7 @@ def upscale(
     batch: BatchOption = DEFAULT_BATCH,
     device: DeviceOption = "auto",
     precision: PrecisionOption = Precision.AUTO,
-    backend: BackendOption = "auto",
+    backend: BackendOption = BackendKind.AUTO,
     engines_dir: EnginesDirOption = None,
     max_pixels: MaxPixelsOption = DEFAULT_MAX,
     json_lines: JsonOption = False,
@@ -259,7 +261,7 @@ def _failed(
 def failure_reason(source: Path, error: BaseException) -> str:
     """One line saying why `source` failed: the project's own message, or what was raised."""
     if isinstance(error, SrganError):
-        return str(error)
+        return cli_message(error)
     if isinstance(error, MemoryError):
         return f"{source}: ran out of memory; try a smaller --tile or --max-pixels"
     text = str(error).strip().splitlines()
