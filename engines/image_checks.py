@@ -209,33 +209,33 @@ def check_output_folder(folder: Path) -> None:
     if existing.is_dir():
         if not os.access(existing, os.W_OK | os.X_OK):
             raise ImageWriteError(
-                f"{existing}: folder is not writable (permission denied); choose another output folder",
+                f"{existing}: folder is not writable (permission denied)",
                 setting=Setting.OUTPUT,
             )
         return
     kind = describe_kind(existing) if existing.exists() else "a broken link"
     where = "" if existing == Path(folder) else f"cannot be made: {existing} "
-    raise ImageWriteError(
-        f"{folder}: {where}is {kind}, not a folder; choose another output folder", setting=Setting.OUTPUT
-    )
+    raise ImageWriteError(f"{folder}: {where}is {kind}, not a folder", setting=Setting.OUTPUT)
 
 
-_WRITE_REASONS = {
-    errno.ENOSPC: ("no space left on the device", "free some space or choose another output folder"),
-    errno.EDQUOT: ("disk quota exceeded", "free some space or choose another output folder"),
-    errno.EACCES: ("permission denied", "choose an output folder you can write to"),
-    errno.EPERM: ("operation not permitted", "choose an output folder you can write to"),
-    errno.EROFS: ("the file system is read-only", "choose another output folder"),
-    errno.ENAMETOOLONG: ("the file name is too long", "choose a shorter name"),
-    errno.EIO: ("input/output error on the device", "check the disk"),
+# errno -> (what happened, advice no setting can give or None, the setting that fixes it or None)
+_WRITE_REASONS: dict[int, tuple[str, str | None, Setting | None]] = {
+    errno.ENOSPC: ("no space left on the device", "free some space", None),
+    errno.EDQUOT: ("disk quota exceeded", "free some space", None),
+    errno.EACCES: ("permission denied", None, Setting.OUTPUT),
+    errno.EPERM: ("operation not permitted", None, Setting.OUTPUT),
+    errno.EROFS: ("the file system is read-only", None, Setting.OUTPUT),
+    errno.ENAMETOOLONG: ("the file name is too long", None, Setting.NAME_TEMPLATE),
+    errno.EIO: ("input/output error on the device", "check the disk", None),
 }
 
 
 def write_failure(path: Path, error: OSError) -> ImageWriteError:
     """An ImageWriteError that says what an OSError while writing `path` means for the user."""
-    reason, advice = _WRITE_REASONS.get(error.errno, (error.strerror or _first_line(error), "check the output folder"))
-    setting = Setting.NAME_TEMPLATE if error.errno == errno.ENAMETOOLONG else Setting.OUTPUT
-    return ImageWriteError(f"{path}: cannot write the image: {reason}; {advice}", setting=setting)
+    default = (error.strerror or _first_line(error), "check the output folder", None)
+    reason, advice, setting = _WRITE_REASONS.get(error.errno, default)
+    message = f"{path}: cannot write the image: {reason}" + (f"; {advice}" if advice else "")
+    return ImageWriteError(message, setting=setting)
 
 
 def _first_line(error: BaseException) -> str:

@@ -424,9 +424,7 @@ def write_image(
     except OSError as error:  # a name too long, for one
         raise write_failure(path, error) from None
     if taken:  # os.replace would put the image in place of a device node or fail on a folder
-        raise ImageWriteError(
-            f"{path}: is {describe_kind(path)}, not an image file; choose another output", setting=Setting.OUTPUT
-        )
+        raise ImageWriteError(f"{path}: is {describe_kind(path)}, not an image file", setting=Setting.OUTPUT)
     try:
         with atomic_path(path) as temporary:
             _encode(picture, temporary, key, quality, png_compression)

@@ -261,17 +261,18 @@ def test_outputs_on_devices_and_files_are_named_for_what_they_are(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "code, words",
+    "code, words, setting",
     [
-        (errno.ENOSPC, "no space left on the device"),
-        (errno.EACCES, "permission denied"),
-        (errno.EROFS, "the file system is read-only"),
-        (errno.ENAMETOOLONG, "the file name is too long"),
+        (errno.ENOSPC, "no space left on the device; free some space", None),
+        (errno.EACCES, "permission denied", Setting.OUTPUT),
+        (errno.EROFS, "the file system is read-only", Setting.OUTPUT),
+        (errno.ENAMETOOLONG, "the file name is too long", Setting.NAME_TEMPLATE),
     ],
 )
-def test_write_errors_say_what_happened(code, words):
+def test_write_errors_say_what_happened_and_what_fixes_it(code, words, setting):
     error = write_failure(Path("out/a.png"), OSError(code, os.strerror(code)))
     assert str(error).startswith("out/a.png: cannot write the image: " + words)
+    assert error.setting is setting
 
 
 def test_a_too_long_output_name_is_a_write_error(tmp_path):
