@@ -38,6 +38,10 @@ from .image_checks import (
     write_failure,
 )
 
+# The formats Pillow may decode. Pillow knows dozens more (EPS runs Ghostscript; PSD, FITS,
+# ICNS and the like are parsers a hostile file could reach); srgan reads what it documents.
+_PILLOW_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF", "PPM")
+
 # This module enforces its own pixel limit, with a message that says how to lift it.
 Image.MAX_IMAGE_PIXELS = None
 
@@ -185,7 +189,7 @@ def _read_pam(path: Path, max_pixels: int) -> Picture:
 
 def _read_with_pillow(path: Path, max_pixels: int) -> Picture:
     try:
-        image = Image.open(path)
+        image = Image.open(path, formats=_PILLOW_FORMATS)
     except UnidentifiedImageError:
         if _is_tiff(path):
             return _read_tiff_without_pillow(path, max_pixels)

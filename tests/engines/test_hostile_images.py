@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import struct
 import os
 import zlib
 from pathlib import Path
@@ -287,3 +288,36 @@ def test_sizes_a_format_cannot_hold_are_refused_before_encoding(tmp_path):
         write_image(wide, tmp_path / "wide.webp")
     assert caught.value.suggestion == "png" and list(tmp_path.iterdir()) == []
     write_image(wide, tmp_path / "wide.png")
+
+
+# --- structure loops and formats srgan does not read --------------------------------------
+
+
+def tiff_with_next_ifd(pages: int, link_back_to: int) -> bytes:
+    """A TIFF whose last page's "next IFD" points back at page `link_back_to` (0-based)."""
+    data = bytearray(tiff_bytes([(random_image(4, 4, 3, seed=page), {}) for page in range(pages)]))
+    offsets = [struct.unpack_from("<I", data, 4)[0]]
+    for _ in range(pages - 1):
+        entries = struct.unpack_from("<H", data, offsets[-1])[0]
+        offsets.append(struct.unpack_from("<I", data, offsets[-1] + 2 + 12 * entries)[0])
+    entries = struct.unpack_from("<H", data, offsets[-1])[0]
+    struct.pack_into("<I", data, offsets[-1] + 2 + 12 * entries, offsets[link_back_to])
+    return bytes(data)
+
+
+def test_tiff_page_chains_that_loop_end(tmp_path):
+    assert read_image(made(tmp_path / "self.tif", tiff_with_next_ifd(1, 0))).pixels.shape == (4, 4, 3)
+    refused(made(tmp_path / "pair.tif", tiff_with_next_ifd(2, 0)), "multi-page TIFF with 2 frames")
+
+
+@pytest.mark.parametrize("extension", [".eps", ".ico", ".pcx", ".tga"])
+def test_formats_outside_the_documented_ones_are_not_decoded(tmp_path, extension):
+    """Pillow would run Ghostscript for EPS and parse many rarer formats; srgan reads what it documents."""
+    Image.fromarray(random_image(4, 4, 3)).save(tmp_path / f"other{extension}")
+    refused(tmp_path / f"other{extension}", "not an image file that can be read")
+
+
+def test_netpbm_inputs_are_read(tmp_path):
+    pixels = random_image(4, 5, 3)
+    Image.fromarray(pixels).save(tmp_path / "image.ppm")
+    np.testing.assert_array_equal(read_image(tmp_path / "image.ppm").pixels, pixels)
