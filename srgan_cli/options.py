@@ -83,7 +83,8 @@ def check_name_template(name: str) -> None:
         raise UsageProblem(f"{shown}: {error}; write a literal brace as {{{{ or }}}}") from None
     for field, spec, conversion in fields:
         if field not in _NAME_FIELDS or conversion or "{" in (spec or ""):
-            raise UsageProblem(f"{shown}: '{{{field}}}' is not a name field; use {{stem}} and {{scale}}")
+            written = "{" + field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            raise UsageProblem(f"{shown}: '{written}' is not a name field; use {{stem}} and {{scale}}")
     if "stem" not in (field for field, _, _ in fields):
         raise UsageProblem(f"{shown} has no {{stem}}, so every output would get the same name")
     try:
