@@ -207,6 +207,8 @@ def check_output_folder(folder: Path) -> None:
     while not os.path.lexists(existing) and existing != existing.parent:
         existing = existing.parent
     if existing.is_dir():
+        if os.statvfs(existing).f_flag & os.ST_RDONLY:
+            raise ImageWriteError(f"{existing}: folder is on a read-only file system", setting=Setting.OUTPUT)
         if not os.access(existing, os.W_OK | os.X_OK):
             raise ImageWriteError(
                 f"{existing}: folder is not writable (permission denied)",
