@@ -135,6 +135,13 @@ def test_multi_page_tiffs_pillow_cannot_open_are_refused_too(tmp_path):
     refused(path, "multi-page TIFF with 2 frames")
 
 
+def test_a_jpeg_with_a_multi_picture_preview_is_read_as_its_photo(tmp_path):
+    photo, preview = Image.fromarray(random_image(8, 8, 3)), Image.fromarray(random_image(4, 4, 3, seed=1))
+    photo.save(tmp_path / "camera.jpg", format="MPO", save_all=True, append_images=[preview])
+    assert Image.open(tmp_path / "camera.jpg").n_frames == 2
+    assert read_image(tmp_path / "camera.jpg").pixels.shape == (8, 8, 3)
+
+
 def test_still_gifs_single_frame_apngs_and_tiff_previews_are_read(tmp_path):
     first = frames(1)[0]
     first.convert("P").save(tmp_path / "still.gif")
