@@ -46,8 +46,9 @@ _MIN_RANGE_SPAN = 1e-3
 # Free-form training metadata is shown to users: this many entries of this many characters.
 _MAX_TRAINING_ENTRIES = 64
 _MAX_TRAINING_TEXT = 500
-# torch.save writes this pickled magic number first in its pre-1.6 (non-zip) format.
-_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
+# torch.save writes this pickled magic number (after the protocol: b"\x80" and its number) first
+# in its pre-1.6 format; zip archives, its format since, start with "PK".
+_LEGACY_MAGIC = b"\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
 
 
 @dataclass(frozen=True)
@@ -264,7 +265,8 @@ def read_pytorch(path: Path) -> object:
     truncated or corrupt, a pickle that needs code, or an archive that could inflate in memory.
     """
     path = Path(path)
-    _refuse_unbounded_formats(path)
+    if not _refuse_unbounded_formats(path):
+        raise ModelFileError(_why_unloadable(path, None))
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except OSError as error:
@@ -275,12 +277,13 @@ def read_pytorch(path: Path) -> object:
         raise ModelFileError(_why_unloadable(path, error)) from error
 
 
-def _refuse_unbounded_formats(path: Path) -> None:
+def _refuse_unbounded_formats(path: Path) -> bool:
     """Refuse the PyTorch containers whose loading takes more memory than the file's size.
 
     torch.save stores archive members uncompressed, but torch.load also inflates compressed
     ones: a 1 MB archive can hold a 1 GB storage. PyTorch 0.x tar files extract storages
-    to disk first, where a sparse member is as large as it claims.
+    to disk first, where a sparse member is as large as it claims. Returns False for a file
+    that is no PyTorch format at all, which is then not given to torch.load.
     """
     try:
         with open(path, "rb") as stream:
@@ -292,8 +295,10 @@ def _refuse_unbounded_formats(path: Path) -> None:
             f"{path}: a PyTorch 0.x tar file, which srgan does not read; re-save it with a current PyTorch"
             " or convert it to safetensors"
         )
+    if _is_legacy(head):
+        return True
     if not head.startswith(b"PK"):
-        return
+        return False
     try:
         with zipfile.ZipFile(path) as archive:
             compressed = [item.filename for item in archive.infolist() if item.compress_type != zipfile.ZIP_STORED]
@@ -307,26 +312,32 @@ def _refuse_unbounded_formats(path: Path) -> None:
             f"{path}: PyTorch archive with compressed member {_shown(compressed[0])}, which torch.save never"
             " writes and which could inflate without bound; re-save it with torch.save or convert it to safetensors"
         )
+    return True
 
 
-def _why_unloadable(path: Path, error: BaseException) -> str:
-    """One line saying what a file that torch.load refused is."""
+def _is_legacy(head: bytes) -> bool:
+    return head[:1] == b"\x80" and head[2 : 2 + len(_LEGACY_MAGIC)] == _LEGACY_MAGIC
+
+
+def _why_unloadable(path: Path, error: BaseException | None) -> str:
+    """One line saying what a file that is not a loadable PyTorch file is (error: torch.load's, if it ran)."""
     needed = _code_named(str(error)) if isinstance(error, pickle.UnpicklingError) else None
     try:
         with open(path, "rb") as stream:
-            head = stream.read(len(_LEGACY_MAGIC))
+            head = stream.read(16)
     except OSError:
         head = b""
-    if needed is None and not head.startswith((b"PK", _LEGACY_MAGIC)):
+    torch_format = head.startswith(b"PK") or _is_legacy(head)
+    if needed is None and not torch_format:
         needed = _pickle_global(path)
     if needed is not None:
         return (
             f"{path}: a pickle that needs code to load ({_shown(needed)}), which srgan never runs;"
             " convert it to safetensors where it came from"
         )
-    if head.startswith((b"PK", _LEGACY_MAGIC)):
+    if torch_format:
         return (
-            f"{path}: not a loadable PyTorch file (truncated or corrupt: {_first_line(error)});"
+            f"{path}: not a loadable PyTorch file (truncated or corrupt: {_first_line(error or EOFError())});"
             " re-download or re-export it"
         )
     return f"{path}: is not a PyTorch model file; expected a state dict written by torch.save or a .safetensors file"
@@ -415,17 +426,19 @@ def _config_from_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> Genera
 
 
 def _numbered(path: Path, tensors: dict[str, torch.Tensor], part: str, pattern: str, limit: int) -> int:
-    """How many numbered layers `part` has: their numbers must run 0, 1, ... up to at most `limit` - 1."""
-    numbers = sorted({match.group(1) for name in tensors if (match := re.fullmatch(pattern, name))}, key=len)
-    if any(len(number) > 4 or (len(number) > 1 and number.startswith("0")) for number in numbers):
-        raise ModelFileError(f"{path}: '{part}' layer number {_shown(numbers[-1])} is not a layer index")
+    """How many numbered layers `part` has; their numbers must run 0, 1, ... up to at most `limit` - 1."""
+    numbers = {match.group(1) for name in tensors if (match := re.fullmatch(pattern, name))}
+    beyond = [number for number in numbers if len(number) > 4 or int(number) >= limit or number != str(int(number))]
+    if beyond:
+        raise ModelFileError(
+            f"{path}: layer {part}.{_shown(max(beyond, key=len), bare=True)} is out of range;"
+            f" srgan loads {part} layers numbered 0 to {limit - 1}"
+        )
     indices = sorted(int(number) for number in numbers)
-    if len(indices) > limit:
-        raise ModelFileError(f"{path}: '{part}' has {len(indices)} layers; srgan loads generators of at most {limit}")
     if indices != list(range(len(indices))):
         gap = next(index for position, index in enumerate(indices) if index != position)
         raise ModelFileError(
-            f"{path}: '{part}' layers are numbered {indices[:4]}...; expected 0, 1, ... without gaps (no {gap})"
+            f"{path}: {part} layers are numbered {indices[:4]}...; expected 0, 1, ... without gaps (no {gap - 1})"
         )
     return len(indices)
 
@@ -548,8 +561,8 @@ def _text(value: object) -> str:
 
 def _printable(text: str) -> str:
     """At most _MAX_TRAINING_TEXT characters with no terminal control sequences left in them."""
-    clipped = text[:_MAX_TRAINING_TEXT] + ("…" if len(text) > _MAX_TRAINING_TEXT else "")
-    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in clipped)
+    escaped = "".join(char if char.isprintable() else repr(char)[1:-1] for char in text[: _MAX_TRAINING_TEXT + 1])
+    return escaped if len(escaped) <= _MAX_TRAINING_TEXT else escaped[:_MAX_TRAINING_TEXT] + "…"
 
 
 def _shown(text: str, bare: bool = False) -> str:
