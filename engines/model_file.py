@@ -16,6 +16,7 @@ import math
 import pickle
 import pickletools
 import re
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -268,7 +269,10 @@ def read_pytorch(path: Path) -> object:
     if not _refuse_unbounded_formats(path):
         raise ModelFileError(_why_unloadable(path, None))
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # Its warnings about unusual pickle protocols are about the file, which fails or loads anyway.
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except OSError as error:
         if error.errno is None:  # raised by the loader over the file's content, not by the system
             raise ModelFileError(_why_unloadable(path, error)) from error
