@@ -15,9 +15,17 @@ from .errors import (
     NoDefaultModelError,
     SrganError,
 )
-from .compiled import CompiledBackend, OnnxRuntimeBackend, TensorRTBackend, export_network, export_onnx
+from .compiled import (
+    CompiledBackend,
+    OnnxRuntimeBackend,
+    TensorRTBackend,
+    build_compiled,
+    build_tensorrt,
+    export_network,
+    export_onnx,
+)
 from .engine_cache import EngineCache, EngineKey
-from .factory import BACKENDS, create_upscaler
+from .factory import BACKENDS, TENSORRT_TILE, create_upscaler
 from .imageio import (
     DEFAULT_MAX_PIXELS,
     FORMAT_EXTENSIONS,
@@ -35,6 +43,9 @@ from .upscaler import ProgressCallback, TileSettings, Upscaler
 
 __all__ = [
     "BACKENDS",
+    "TENSORRT_TILE",
+    "build_compiled",
+    "build_tensorrt",
     "CompiledBackend",
     "EngineCache",
     "EngineKey",

@@ -10,9 +10,15 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from srgan.engines import EngineCache, Precision, export_onnx, resolve_device
-from srgan.engines.compiled import build_compiled, build_tensorrt
-from srgan.engines.factory import TENSORRT_TILE
+from srgan.engines import (
+    TENSORRT_TILE,
+    EngineCache,
+    Precision,
+    build_compiled,
+    build_tensorrt,
+    export_onnx,
+    resolve_device,
+)
 
 from .options import DeviceOption, EnginesDirOption, PrecisionOption
 from .state import UsageProblem
