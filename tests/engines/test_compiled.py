@@ -217,7 +217,7 @@ def test_builds_happen_inside_the_cache_folder(tmp_path):
             built = scratch / "engine.pt2"
             built.write_bytes(b"engine bytes")
             key = EngineKey.for_device("compiled", "ab" * 32, CPU, "fp32")
-            assert cache.lookup(cache.store(key, built)) == cache.path_for(key)
+            assert cache.store(key, built) == cache.lookup(key) == cache.path_for(key)
     finally:
         tempfile.tempdir = saved
         if elsewhere:
