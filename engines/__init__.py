@@ -3,7 +3,16 @@
 Everything a front end needs is importable from here; nothing here imports a front end.
 """
 
-from .arch import GeneratorConfig, SRGANGenerator, fold_batchnorm, icnr_, offset_major_shuffle
+from .arch import (
+    MAX_BLOCKS,
+    MAX_CHANNELS,
+    SUPPORTED_SCALES,
+    GeneratorConfig,
+    SRGANGenerator,
+    fold_batchnorm,
+    icnr_,
+    offset_major_shuffle,
+)
 from .backends import Backend, Precision, TorchBackend, resolve_device, resolve_precision
 from .errors import (
     BackendError,
@@ -36,13 +45,32 @@ from .imageio import (
     scaled_size,
     write_image,
 )
-from .model_file import LoadedModel, ModelInfo, load_generator, load_model, save_model
+from .model_file import (
+    LoadedModel,
+    ModelInfo,
+    WeightsFile,
+    check_finite,
+    load_generator,
+    load_model,
+    read_pytorch,
+    read_weights,
+    save_model,
+    unwrap_state_dict,
+)
 from .model_folders import default_model_path, find_model_files, model_dirs
 from .tiling import Span, Tile, plan_tiles
 from .upscaler import ProgressCallback, TileSettings, Upscaler
 
 __all__ = [
     "BACKENDS",
+    "WeightsFile",
+    "check_finite",
+    "read_pytorch",
+    "read_weights",
+    "unwrap_state_dict",
+    "MAX_BLOCKS",
+    "MAX_CHANNELS",
+    "SUPPORTED_SCALES",
     "TENSORRT_TILE",
     "build_compiled",
     "build_tensorrt",
