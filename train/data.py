@@ -13,7 +13,7 @@ from PIL import Image
 
 from srgan.engines import ImageReadError, SrganError, read_image
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"})
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".pam"})
 WarningCallback = Callable[[str], None]
 
 

@@ -167,6 +167,8 @@ class Trainer:
         else:
             image, low = load_photo(item, self.settings.max_side), None
         rows, columns = image.shape[0] // scale, image.shape[1] // scale
+        if not rows or not columns:
+            raise ImageReadError(f"{item if isinstance(item, Path) else item[0]}: too small to validate at ×{scale}")
         top, left = (max(0, (rows - side // scale) // 2), max(0, (columns - side // scale) // 2)) if side else (0, 0)
         size_rows, size_columns = (min(rows, side // scale), min(columns, side // scale)) if side else (rows, columns)
         # A writable copy: the decoded photo is read-only, which torch.from_numpy warns about.
@@ -350,7 +352,10 @@ class Trainer:
             state = read_pytorch(path)
         except ModelFileError as error:
             raise SettingsError(f"cannot resume: {error}") from error
-        missing = sorted(CHECKPOINT_KEYS - set(state)) if isinstance(state, dict) else ["everything"]
+        if not isinstance(state, dict):
+            held = type(state).__name__
+            raise SettingsError(f"{path}: not a checkpoint of an srgan training run (it holds a {held})")
+        missing = sorted(CHECKPOINT_KEYS - set(state))
         if missing:
             raise SettingsError(f"{path}: not a checkpoint of an srgan training run (no {', '.join(missing)})")
         if self.discriminator is not None and "discriminator" not in state:
