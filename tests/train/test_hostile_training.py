@@ -183,3 +183,33 @@ def test_a_negative_size_pam_among_the_photos_is_skipped_with_a_warning(photos, 
     assert result.steps == 1
     assert any("broken.pam" in warning and warning.startswith("skipped") for warning in warnings), warnings
     assert math.isfinite(result.last_validation.psnr)
+
+
+# A sibling: VGG19 weights are a file from elsewhere too.
+
+
+@pytest.mark.parametrize("damage", ["text", "not-a-tensor", "nan", "compressed"])
+def test_damaged_vgg_weights_are_one_line(tmp_path, damage):
+    import zipfile
+
+    from srgan.train.networks import VGGFeatures, load_vgg19
+
+    state = {f"features.{key.split('.', 1)[1]}": value for key, value in VGGFeatures().state_dict().items()}
+    path = tmp_path / "vgg19.pth"
+    if damage == "text":
+        path.write_text("junk\n")
+    else:
+        if damage == "not-a-tensor":
+            state["features.0.weight"] = [1.0, 2.0]
+        elif damage == "nan":
+            state["features.34.bias"][0] = float("nan")
+        torch.save(state, path)
+        if damage == "compressed":
+            packed = path.read_bytes()
+            (tmp_path / "plain.pth").write_bytes(packed)
+            with zipfile.ZipFile(tmp_path / "plain.pth") as source, zipfile.ZipFile(path, "w", 8) as target:
+                for name in source.namelist():
+                    target.writestr(name, source.read(name))
+    with pytest.raises(SettingsError, match="vgg19.pth") as error:
+        load_vgg19(path)
+    one_line(error)
