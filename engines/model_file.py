@@ -229,7 +229,7 @@ def read_weights(path: Path) -> WeightsFile:
     """
     path = Path(path)
     if not path.is_file():
-        raise ModelFileError(f"{path}: model file not found", setting=Setting.MODEL)
+        raise ModelFileError(f"{path}: model file not found; check the path", setting=Setting.MODEL)
     suffix = path.suffix.lower()
     if suffix in SAFETENSORS_SUFFIXES:
         tensors, metadata = _read_safetensors(path)

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-
 from srgan.engines import (
     TENSORRT_TILE,
     EngineCache,
+    EngineKind,
     Precision,
     build_compiled,
     build_tensorrt,
@@ -23,12 +22,6 @@ from srgan.engines import (
 from .options import DeviceOption, EnginesDirOption, PrecisionOption
 from .state import UsageProblem
 from .upscale import load_model_option
-
-
-class EngineKind(str, enum.Enum):
-    COMPILED = "compiled"
-    TENSORRT = "tensorrt"
-    ONNX = "onnx"
 
 
 def build_engine(

@@ -27,6 +27,7 @@ from srgan.engines import (
     TileSettings,
     TorchBackend,
     Upscaler,
+    atomic_path,
     fold_batchnorm,
     ModelFileError,
     ModelInfo,
@@ -36,7 +37,6 @@ from srgan.engines import (
     resolve_device,
     save_model,
 )
-from srgan.engines.atomic import atomic_path
 
 from .data import (
     CropSampler,

@@ -6,15 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from srgan.engines import (
-    Backend,
-    BackendError,
-    DeviceOutOfMemory,
-    OnnxRuntimeBackend,
-    TorchBackend,
-    export_onnx,
-    fold_batchnorm,
-)
+from srgan.engines import Backend, BackendError, DeviceOutOfMemory, TorchBackend, export_onnx, fold_batchnorm
+from srgan.engines.compiled import OnnxRuntimeBackend
 from srgan.engines.model_file import LoadedModel, ModelInfo
 from tests.helpers import TINY, tiny_generator
 
