@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import string
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -64,10 +65,30 @@ DEFAULT_BATCH = _DEFAULTS.batch_size
 DEFAULT_MAX = DEFAULT_MAX_PIXELS
 
 
+_NAME_FIELDS = ("stem", "scale")
+
+
 def check_name_template(name: str) -> None:
-    """Refuse an output name template that would give every output the same name."""
-    if "{stem}" not in name:
+    """Refuse an output name template that cannot name every output safely, before any work.
+
+    Refused: no {stem} (every output would get the same name), fields other than {stem} and
+    {scale} (both are text), broken braces or format specs, and path separators (an output
+    must stay in the output folder).
+    """
+    try:
+        fields = {field for _, field, _, _ in string.Formatter().parse(name) if field is not None}
+        unknown = sorted(fields - set(_NAME_FIELDS))
+        if unknown:
+            raise UsageProblem(f"--name '{name}': unknown field {{{unknown[0]}}}; use {{stem}} and {{scale}}")
+        distinct = name.format(stem="photo1", scale="4") != name.format(stem="photo2", scale="4")
+    except KeyError as error:  # a field nested in a format spec
+        raise UsageProblem(f"--name '{name}': unknown field {{{error.args[0]}}}; use {{stem}} and {{scale}}") from None
+    except (ValueError, IndexError, AttributeError) as error:
+        raise UsageProblem(f"--name '{name}': {error} ({{stem}} and {{scale}} are text)") from None
+    if not distinct:
         raise UsageProblem(f"--name '{name}' has no {{stem}}, so every output would get the same name")
+    if any(separator in name for separator in ("/", "\\", "\0")):
+        raise UsageProblem(f"--name '{name}': a name cannot hold a path separator; outputs stay in the output folder")
 
 
 def tile_settings(tile: int | None, overlap: int, batch: int) -> TileSettings:

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from srgan.engines import TileSettings, create_upscaler, load_model, read_image
 from srgan.cli.app import app
 from srgan.cli.watching.journal import Journal, WatchStateError
-from srgan.cli.watching.policy import is_candidate
+from srgan.cli.watching.policy import OnSuccess, is_candidate
 from srgan.cli.watching.service import WatchService, WatchSettings, WatchTally
 from tests.helpers import random_image
 
@@ -28,6 +28,7 @@ from tests.helpers import random_image
 class Recorder:
     def __init__(self) -> None:
         self.results: list[tuple[str, str, str]] = []
+        self.warnings: list[str] = []
         self.lock = threading.Lock()
 
     def started(self, backlog: int, backend: str, mode: str) -> None:
@@ -39,6 +40,10 @@ class Recorder:
     def finished(self, source: str, output: str, status: str, detail: str, seconds: float, tally: WatchTally) -> None:
         with self.lock:
             self.results.append((source, status, detail))
+
+    def warning(self, message: str) -> None:
+        with self.lock:
+            self.warnings.append(message)
 
     def stopped(self, tally: WatchTally) -> None:
         self.tally = tally
@@ -216,13 +221,13 @@ def test_backlog_changed_content_and_on_success_actions(tiny_model_file, folders
     again.close()
     assert again.recorder.results == [] and again.recorder.tally.skipped == 1
     small_png(in_dir / "old.png", seed=2)  # new content under the same name
-    moved = Running(tiny_model_file, in_dir, out_dir, once=True, on_success="move")
+    moved = Running(tiny_model_file, in_dir, out_dir, once=True, on_success=OnSuccess.MOVE)
     moved.thread.join(30)
     moved.close()
     assert moved.recorder.results == [("old.png", "done", "")]
     assert (in_dir / "done" / "old.png").is_file() and not (in_dir / "old.png").exists()
     small_png(in_dir / "gone.png", seed=3)
-    deleted = Running(tiny_model_file, in_dir, out_dir, once=True, on_success="delete")
+    deleted = Running(tiny_model_file, in_dir, out_dir, once=True, on_success=OnSuccess.DELETE)
     deleted.thread.join(30)
     deleted.close()
     assert not (in_dir / "gone.png").exists() and (out_dir / "gone.png").is_file()
@@ -292,7 +297,7 @@ def test_watch_command_once_and_usage_errors(tiny_model_file, folders):
     events = [json.loads(line)["event"] for line in result.stdout.splitlines()]
     assert events[0] == "start" and "result" in events and events[-1] == "stop"
     same = runner.invoke(app, ["watch", str(in_dir), "-o", str(in_dir), "-m", str(tiny_model_file), "--once"])
-    assert same.exit_code == 1 and "is the input folder" in same.stderr
+    assert same.exit_code == 2 and "is the input folder" in same.stderr
     missing = runner.invoke(app, ["watch", str(in_dir / "nope"), "-o", str(out_dir), "-m", str(tiny_model_file)])
     assert missing.exit_code == 2 and "not a folder" in missing.stderr
 
