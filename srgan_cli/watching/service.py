@@ -370,11 +370,14 @@ class WatchService:
         settings = self.settings
         self.journal = Journal(settings.out_dir)
         try:
-            warnings = self._recover()
+            warnings, failures = self._recover()
             backlog = self._watch()
             self.reporter.started(backlog, self.upscaler.backend.name, "polling" if settings.polling else "inotify")
             for warning in warnings:
                 self.reporter.warning(warning)
+            for source, reason in failures:
+                self.tally.failed += 1
+                self.reporter.finished(source, "", "failed", reason, 0.0, self.tally)
             try:
                 self._loop(stop)
             finally:
@@ -428,12 +431,12 @@ class WatchService:
         self.reporter.warning(f"{self.settings.in_dir}: the watched folder was replaced; watching the new one")
         self._watch()
 
-    def _recover(self) -> list[str]:
+    def _recover(self) -> tuple[list[str], list[tuple[str, str]]]:
         """Settle what a killed run left: claimed inputs, temporary outputs, unrecorded work.
 
-        Returns warnings for the user.
+        Returns warnings for the user, and (source, reason) of the files now recorded as failed.
         """
-        warnings = []
+        warnings, failures = [], []
         if self.journal.skipped:
             warnings.append(
                 f"{self.journal.path}: {self.journal.skipped} unreadable line(s) skipped; the rest was recovered"
@@ -445,12 +448,13 @@ class WatchService:
                 warnings.append(f"{hidden}: cannot put it back as {original.name} ({error.strerror})")
         for (source, digest), entry in list(self.journal.entries.items()):
             if entry.status is Status.STARTED:
-                warning = self._recover_started(source, digest, entry.output, entry.time, entry.attempt)
-                if warning:
-                    warnings.append(warning)
-        return warnings
+                reason = self._recover_started(source, digest, entry.output, entry.time, entry.attempt)
+                if reason:
+                    failures.append((source, reason))
+        return warnings, failures
 
     def _recover_started(self, source: str, digest: str, output_name: str, began: float, attempt: int) -> str:
+        """Settle work the watcher died on; returns the reason when it is now recorded as failed."""
         output = Path(output_name)
         if not inside(output, self.settings.out_dir):
             return ""  # a journal edited by hand; nothing outside OUT_DIR is touched
@@ -466,8 +470,8 @@ class WatchService:
             " not retried until it changes"
         )
         self.journal.failed(source, digest, reason)
-        self._set_aside(path, digest)
-        return reason
+        note = self._set_aside(path, digest)
+        return f"{reason}; {note}" if note else reason
 
     def _loop(self, stop: threading.Event) -> None:
         settings = self.settings
@@ -617,38 +621,42 @@ class WatchService:
         folder = self.settings.failed_dir
         if folder is None:
             return ""
-        return _dispose(path, digest, folder / path.relative_to(self.settings.in_dir), "move it to the failed folder")
+        return self._dispose(
+            path, digest, folder / path.relative_to(self.settings.in_dir), "move it to the failed folder"
+        )
 
     def _after_success(self, path: Path, source: str, digest: str) -> str:
         """Delete or archive the input, if it still holds the content that was upscaled; a note if not."""
         settings = self.settings
         if settings.on_success is OnSuccess.DELETE:
-            return _dispose(path, digest, None, "delete it")
+            return self._dispose(path, digest, None, "delete it")
         if settings.on_success is OnSuccess.MOVE and settings.archive_dir is not None:
-            return _dispose(path, digest, settings.archive_dir / source, "archive it")
+            return self._dispose(path, digest, settings.archive_dir / source, "archive it")
         return ""
 
+    def _dispose(self, path: Path, digest: str, target: Path | None, action: str) -> str:
+        """Delete `path` (target None) or move it to `target`, only if it still holds `digest`.
 
-def _dispose(path: Path, digest: str, target: Path | None, action: str) -> str:
-    """Delete `path` (target None) or move it to `target`, only if it still holds `digest`.
-
-    Returns "" when done, else a note for the user on why the file was left in place.
-    """
-    try:
-        hidden = claim(path, digest)
-    except OSError as error:
-        return f"left in place: cannot {action} ({error.strerror})"
-    if hidden is None:
-        return "left in place: it changed after it was read, and the new version is processed next"
-    try:
-        if target is None:
-            hidden.unlink()
-        else:
-            move_aside(hidden, target)
-    except OSError as error:
-        move_aside(hidden, path)
-        return f"left in place: cannot {action} ({error.strerror})"
-    return ""
+        Returns "" when done, else a note for the user on why the file was left in place. A
+        file that changed is queued again: the events of its new version may have been taken
+        for the old one's.
+        """
+        try:
+            hidden = claim(path, digest)
+        except OSError as error:
+            return f"left in place: cannot {action} ({error.strerror})"
+        if hidden is None:
+            self._settle(path)
+            return "left in place: it changed after it was read, and the new version is processed next"
+        try:
+            if target is None:
+                hidden.unlink()
+            else:
+                move_aside(hidden, target)
+        except OSError as error:
+            move_aside(hidden, path)
+            return f"left in place: cannot {action} ({error.strerror})"
+        return ""
 
 
 def _remove_partials(output: Path) -> None:
