@@ -42,7 +42,8 @@ from .options import (
 from .state import CliState
 from .upscale import load_model_option
 from .watching.policy import OnSuccess
-from .watching.service import WatchService, WatchSettings, WatchTally, resolve_folders
+from .watching.service import WatchService, WatchTally
+from .watching.settings import WatchSettings, resolve_folders
 
 
 def shown(text: str) -> str:
@@ -167,9 +168,7 @@ def watch(
     failed_dir: Annotated[Optional[Path], typer.Option("--failed-dir", help="Move inputs that fail here.")] = None,
     follow_symlinks: Annotated[
         bool,
-        typer.Option(
-            "--follow-symlinks", help="Process links to files outside IN_DIR (by default they are ignored)."
-        ),
+        typer.Option("--follow-symlinks", help="Process links to files outside IN_DIR (by default they are ignored)."),
     ] = False,
     retry_after: Annotated[
         float,

@@ -12,9 +12,7 @@ content changes; a failure of the machine (disk full, permissions, I/O errors) i
 
 from __future__ import annotations
 
-import glob
 import os
-import re
 import threading
 import time
 from collections import deque
@@ -28,12 +26,12 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from srgan.engines import DEFAULT_MAX_PIXELS, Picture, SrganError, Upscaler, read_image, scaled_size, write_image
+from srgan.engines import Picture, SrganError, Upscaler, read_image, scaled_size, write_image
 
 from ..jobs import InputFile, output_path, scale_label
-from ..state import UsageProblem
 from .files import ChangedWhileRead, NotRegularFile, Snapshot, claim, leftover_claims, move_aside, snapshot, unchanged
 from .journal import Journal, Status, WatchStateError
+from .settings import WatchSettings, folder_identity, remove_partials, resolve_folders
 from .policy import (
     OnSuccess,
     environment_errno,
@@ -49,31 +47,6 @@ from .policy import (
 _FOLDER_CHECK_SECONDS = 1.0
 # Retries of a file deferred again and again wait at most this many times `retry_seconds`.
 _RETRY_GROWTH_LIMIT = 32
-
-
-@dataclass(frozen=True)
-class WatchSettings:
-    """How the watcher behaves; `resolve_folders` makes the paths absolute and checks them."""
-
-    in_dir: Path
-    out_dir: Path
-    recursive: bool = False
-    polling: bool = False
-    settle_seconds: float = 2.0
-    close_grace_seconds: float = 0.3
-    name_template: str = "{stem}"
-    format_key: str | None = None
-    quality: int = 95
-    png_compression: int = 6
-    out_scale: float | None = None  # output size over input size; None: the model's scale
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    on_success: OnSuccess = OnSuccess.KEEP
-    archive_dir: Path | None = None
-    failed_dir: Path | None = None
-    follow_symlinks: bool = False
-    retry_seconds: float = 30.0  # first wait before retrying a file the machine failed
-    once: bool = False
-    prefetch: int = 3
 
 
 @dataclass
@@ -99,44 +72,6 @@ class WatchReporter(Protocol):
     def stopped(self, tally: WatchTally) -> None: ...
 
 
-def resolve_folders(settings: WatchSettings) -> WatchSettings:
-    """The settings with every folder absolute and resolved, checked and created.
-
-    Raises UsageProblem, naming the option, for a folder that is a file or cannot be created,
-    and for folder choices that would feed the watcher its own files or risk a kept input.
-    """
-    in_dir = settings.in_dir.resolve()
-    if not in_dir.is_dir():
-        raise UsageProblem(f"{settings.in_dir}: not a folder; give the folder to watch")
-    out_dir = _usable_folder(settings.out_dir, "-o")
-    if out_dir == in_dir:
-        raise UsageProblem(f"{out_dir}: the output folder is the input folder; choose another -o")
-    if settings.archive_dir is not None and settings.on_success is not OnSuccess.MOVE:
-        raise UsageProblem(f"--archive-dir {settings.archive_dir}: only used with --on-success move")
-    archive_dir = None
-    if settings.on_success is OnSuccess.MOVE:
-        archive_dir = _usable_folder(settings.archive_dir or in_dir / "done", "--archive-dir")
-    failed_dir = _usable_folder(settings.failed_dir, "--failed-dir") if settings.failed_dir else None
-    for flag, folder in (("--archive-dir", archive_dir), ("--failed-dir", failed_dir)):
-        if folder == in_dir:
-            raise UsageProblem(f"{flag} {folder}: is the watched folder, so its files would come back; choose another")
-        if folder == out_dir:
-            raise UsageProblem(
-                f"{flag} {folder}: is the output folder, where outputs could replace inputs; pick another"
-            )
-    return replace(settings, in_dir=in_dir, out_dir=out_dir, archive_dir=archive_dir, failed_dir=failed_dir)
-
-
-def _usable_folder(path: Path, flag: str) -> Path:
-    if path.exists() and not path.is_dir():
-        raise UsageProblem(f"{flag} {path}: is a file, not a folder; give a folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UsageProblem(f"{flag} {path}: cannot create the folder ({error.strerror}); choose another") from None
-    return path.resolve()
-
-
 @dataclass
 class _Pending:
     """A file seen changing; ready at `ready_at`, or once stable for the settle interval."""
@@ -148,8 +83,8 @@ class _Pending:
 
 @dataclass
 class _Prepared:
-    """A ready file, hashed and decoded on a pool thread; exactly one of the outcomes is set:
-    `skip` (nothing to do), `changed` (read while still changing), `error`, or `picture`."""
+    """A ready file, hashed and decoded on a pool thread. Its outcome, first match wins: `skip`
+    (nothing to do), `changed` (read while it changed: wait again), `error`, or `picture`."""
 
     path: Path
     source: str
@@ -177,14 +112,6 @@ def _stat(path: Path) -> tuple[int, int] | None:
     return (info.st_size, info.st_mtime_ns)
 
 
-def _folder_identity(path: Path) -> tuple[int, int] | None:
-    try:
-        info = path.stat()
-    except OSError:
-        return None
-    return (info.st_dev, info.st_ino) if path.is_dir() else None
-
-
 def describe(error: BaseException, path: Path) -> str:
     """One line naming the file and what went wrong, for any exception raised on its behalf."""
     if isinstance(error, SrganError):
@@ -193,7 +120,7 @@ def describe(error: BaseException, path: Path) -> str:
         return f"{error.filename or path}: {error.strerror}"
     lines = str(error).strip().splitlines()
     text = f"{type(error).__name__}: {lines[0][:200]}" if lines else type(error).__name__
-    return f"{path}: unexpected error ({text}); the file was set aside, please report this"
+    return f"{path}: unexpected error ({text}); please report this"
 
 
 class _Events(FileSystemEventHandler):
@@ -232,7 +159,7 @@ class WatchService:
         self._notes: deque[str] = deque()  # warnings from watchdog's thread, reported by the loop
         self._links_noted: set[Path] = set()
         self._observer: BaseObserver | None = None
-        self._in_identity = _folder_identity(self.settings.in_dir)
+        self._in_identity = folder_identity(self.settings.in_dir)
 
     # Called from watchdog's thread.
     def notice(self, path: Path, kind: str) -> None:
@@ -418,7 +345,7 @@ class WatchService:
             raise WatchStateError(
                 f"{self.journal.folder}: the watcher's state was removed while it ran; restart srgan watch"
             )
-        identity = _folder_identity(self.settings.in_dir)
+        identity = folder_identity(self.settings.in_dir)
         if identity == self._in_identity:
             return
         self._in_identity = identity
@@ -458,7 +385,7 @@ class WatchService:
         output = Path(output_name)
         if not inside(output, self.settings.out_dir):
             return ""  # a journal edited by hand; nothing outside OUT_DIR is touched
-        _remove_partials(output)
+        remove_partials(output)
         if output.exists() and output.stat().st_mtime >= began - 1:
             self.journal.done(source, digest, output_name, 0.0)
             return ""
@@ -657,12 +584,3 @@ class WatchService:
             move_aside(hidden, path)
             return f"left in place: cannot {action} ({error.strerror})"
         return ""
-
-
-def _remove_partials(output: Path) -> None:
-    """Remove the temporary files a killed write of `output` left beside it: only names that
-    the core's atomic writer makes for this output ('.NAME.' + 8 random characters + '.partial')."""
-    own = re.compile(re.escape(f".{output.name}.") + r"[a-z0-9_]{8}\.partial")
-    for leftover in output.parent.glob(f".{glob.escape(output.name)}.*.partial"):
-        if own.fullmatch(leftover.name):
-            leftover.unlink(missing_ok=True)

@@ -14,7 +14,8 @@ import numpy as np
 from PIL import Image
 
 from srgan.engines import TileSettings, Upscaler, create_upscaler, load_model
-from srgan.cli.watching.service import WatchService, WatchSettings, WatchTally
+from srgan.cli.watching.service import WatchService, WatchTally
+from srgan.cli.watching.settings import WatchSettings
 from tests.helpers import random_image
 
 
