@@ -28,6 +28,7 @@ from watchdog.observers.polling import PollingObserver
 
 from srgan.engines import Picture, SrganError, Upscaler, read_image, scaled_size, write_image
 
+from ..advice import cli_message
 from ..jobs import InputFile, output_path, scale_label
 from .files import ChangedWhileRead, NotRegularFile, Snapshot, claim, leftover_claims, move_aside, snapshot, unchanged
 from .journal import Journal, Status, WatchStateError
@@ -115,7 +116,7 @@ def _stat(path: Path) -> tuple[int, int] | None:
 def describe(error: BaseException, path: Path) -> str:
     """One line naming the file and what went wrong, for any exception raised on its behalf."""
     if isinstance(error, SrganError):
-        return str(error)
+        return cli_message(error)
     if isinstance(error, OSError) and error.strerror:
         return f"{error.filename or path}: {error.strerror}"
     lines = str(error).strip().splitlines()
