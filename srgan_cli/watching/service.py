@@ -370,16 +370,30 @@ class WatchService:
                 f"{self.journal.path}: {self.journal.skipped} unreadable line(s) skipped; the rest was recovered"
             )
         for hidden, original in leftover_claims(self.settings.in_dir, self.settings.recursive):
-            try:
-                move_aside(hidden, original)
-            except OSError as error:
-                warnings.append(f"{hidden}: cannot put it back as {original.name} ({error.strerror})")
+            warning = self._finish_claim(hidden, original)
+            if warning:
+                warnings.append(warning)
         for (source, digest), entry in list(self.journal.entries.items()):
             if entry.status is Status.STARTED:
                 reason = self._recover_started(source, digest, entry.output, entry.time, entry.attempt)
                 if reason:
                     failures.append((source, reason))
         return warnings, failures
+
+    def _finish_claim(self, hidden: Path, original: Path) -> str:
+        """Put back an input a killed watcher had renamed aside to delete or move it, and finish
+        that when its content is recorded as done; returns a warning, or ""."""
+        try:
+            restored = move_aside(hidden, original)
+            digest = snapshot(restored).digest
+        except (OSError, NotRegularFile, ChangedWhileRead) as error:
+            return f"{hidden}: cannot put it back as {original.name} ({error})"
+        source = os.path.relpath(restored, self.settings.in_dir)
+        entry = self.journal.status(source, digest)
+        if entry is None or entry.status is not Status.DONE:
+            return ""  # not known as done: an input like any other
+        note = self._after_success(restored, source, digest)
+        return f"{restored}: {note}" if note else ""
 
     def _recover_started(self, source: str, digest: str, output_name: str, began: float, attempt: int) -> str:
         """Settle work the watcher died on; returns the reason when it is now recorded as failed."""

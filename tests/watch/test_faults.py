@@ -169,6 +169,21 @@ def test_a_new_version_arriving_during_the_upscale_is_processed_not_lost(tiny_mo
     np.testing.assert_array_equal(read_image(out_dir / "a.png").pixels, expected)
 
 
+def test_inputs_a_killed_watcher_had_renamed_aside_are_put_back_and_finished(tiny_model_file, folders):
+    in_dir, out_dir = folders
+    small_png(in_dir / "a.png", seed=1)
+    assert once(tiny_model_file, in_dir, out_dir)[0].exit_code == 0
+    # Killed between renaming a.png aside and deleting it; c.png's content was never processed.
+    os.rename(in_dir / "a.png", in_dir / ".a.png.srgan-claim")
+    small_png(in_dir.parent / "c.png", seed=3)
+    os.rename(in_dir.parent / "c.png", in_dir / ".c.png.srgan-claim")
+    result, events = once(tiny_model_file, in_dir, out_dir, "--on-success", "delete")
+    assert result.exit_code == 0, result.output
+    assert results(events) == {"c.png": ("done", "")}
+    assert sorted(path.name for path in in_dir.iterdir()) == []
+    assert (out_dir / "a.png").is_file() and (out_dir / "c.png").is_file()
+
+
 # Item 11: an output folder that contains the watched one works; only srgan's own partials are removed.
 
 
