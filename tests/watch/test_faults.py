@@ -79,17 +79,17 @@ def results(events: list[dict]) -> dict[str, tuple[str, str]]:
 # cannot keep a restarted watcher in a crash loop.
 
 
-def test_any_exception_on_one_file_is_that_files_failure(tiny_model_file, folders):
+@pytest.mark.parametrize("polling", [False, True])
+def test_any_exception_on_one_file_is_that_files_failure(tiny_model_file, folders, polling):
     in_dir, out_dir = folders
-    running = Running(tiny_model_file, in_dir, out_dir, upscaler=faulty_upscaler(tiny_model_file))
+    upscaler = faulty_upscaler(tiny_model_file)
+    running = Running(tiny_model_file, in_dir, out_dir, upscaler=upscaler, polling=polling, settle_seconds=0.3)
     try:
         small_png(in_dir / "good1.png", seed=1)
-        np.save(in_dir / "white.npy", 0)  # not an image name: ignored
-
         Image.new("RGB", (8, 8), "white").save(in_dir / "white.png")  # the backend raises RuntimeError
         zero_resolution_tiff(in_dir / "nan_dpi.tif")
         (in_dir / "negative.pam").write_bytes(b"P7\nWIDTH -4\nHEIGHT 4\nDEPTH 3\nMAXVAL 255\nENDHDR\n" + bytes(48))
-        os.mkfifo(in_dir / "pipe.png")  # never opened for a blocking read
+        os.mkfifo(in_dir / "pipe.png")  # a polled pipe looks settled: it must not be read (that would block)
         wait_until(lambda: len(running.recorder.results) >= 4, 30)
         small_png(in_dir / "good2.png", seed=2)
         wait_until(lambda: ("good2.png", "done") in running.recorder.statuses(), 30)
