@@ -8,6 +8,8 @@ import fnmatch
 from collections.abc import Sequence
 from pathlib import Path
 
+from srgan.engines import DeviceOutOfMemory
+
 from ..jobs import IMAGE_EXTENSIONS
 
 # Names that editors, browsers, downloaders and copy tools give files still being written.
@@ -130,9 +132,10 @@ def output_problem(output: Path, in_dir: Path, out_dir: Path, excluded: Sequence
     return None
 
 
-def environment_errno(error: BaseException) -> int | None:
-    """The errno of a failure of the machine rather than of the input, found anywhere in
-    `error`'s chain of causes, or None when the input itself is at fault.
+def machine_at_fault(error: BaseException) -> bool:
+    """True when `error` is a failure of the machine rather than of the input: an OS error of
+    ENVIRONMENT_ERRNOS anywhere in its chain of causes, or a device out of memory even for the
+    smallest tile (with tiling, that is other work holding the device, not the image's size).
 
     The core raises its own errors `from None`, which hides the OS error from tracebacks but
     keeps it as `__context__`; that is where a disk-full or permission error is found.
@@ -141,7 +144,9 @@ def environment_errno(error: BaseException) -> int | None:
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
+        if isinstance(current, DeviceOutOfMemory):
+            return True
         if isinstance(current, OSError) and current.errno in ENVIRONMENT_ERRNOS:
-            return current.errno
+            return True
         current = current.__cause__ or current.__context__
-    return None
+    return False

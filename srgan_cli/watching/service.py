@@ -35,10 +35,10 @@ from .journal import Journal, Status, WatchStateError
 from .settings import WatchSettings, folder_identity, remove_partials, resolve_folders
 from .policy import (
     OnSuccess,
-    environment_errno,
     excluded_inside,
     inside,
     is_candidate,
+    machine_at_fault,
     output_problem,
     scan,
     stays_inside,
@@ -531,7 +531,7 @@ class WatchService:
     def _failure(self, prepared: _Prepared, error: BaseException) -> None:
         """Record an exception raised on a file's behalf: deferred when the machine is at fault."""
         reason = describe(error, prepared.path)
-        if environment_errno(error) is not None:
+        if machine_at_fault(error):
             self._defer(prepared, reason)
         else:
             self._fail(prepared, reason)

@@ -23,11 +23,11 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from srgan.engines import Backend, ImageWriteError, Upscaler, read_image
+from srgan.engines import Backend, DeviceOutOfMemory, ImageWriteError, Upscaler, read_image
 from srgan.cli.app import app
 from srgan.cli.watch_cmd import shown
 from srgan.cli.watching.journal import Journal, WatchStateError
-from srgan.cli.watching.policy import OnSuccess, environment_errno, output_problem
+from srgan.cli.watching.policy import OnSuccess, machine_at_fault, output_problem
 from tests.watch.harness import Running, journal_done, small_png, start_watch_process, tiny_upscaler, wait_until
 
 
@@ -378,11 +378,12 @@ def test_failures_of_the_machine_are_told_from_failures_of_the_input(tmp_path):
         with open("/dev/full", "wb") as stream:
             stream.write(b"x")
 
-    assert environment_errno(core_error(write_to_full_device)) == errno.ENOSPC
-    assert environment_errno(core_error(lambda: open(tmp_path / "missing" / "x", "wb"))) is None
+    assert machine_at_fault(core_error(write_to_full_device))
+    assert not machine_at_fault(core_error(lambda: open(tmp_path / "missing" / "x", "wb")))
     (tmp_path / "text.png").write_text("not pixels")
-    assert environment_errno(core_error(lambda: read_image(tmp_path / "text.png"))) is None
-    assert environment_errno(RuntimeError("CUDA error")) is None
+    assert not machine_at_fault(core_error(lambda: read_image(tmp_path / "text.png")))
+    assert not machine_at_fault(RuntimeError("CUDA error"))
+    assert machine_at_fault(DeviceOutOfMemory("cuda:0: out of memory even for 64-pixel tiles"))
 
 
 # Item 16: folder options that cannot be folders.
