@@ -52,10 +52,6 @@ class FaultyBackend(Backend):
     def _infer(self, batch: torch.Tensor) -> torch.Tensor:
         return self.inner.infer(batch)
 
-    # `infer` itself is overridden, bypassing the base class's mapping to BackendError, as a
-    # backend from outside the core could: the watch service must survive even that.
-    _infer = infer
-
 
 def faulty_upscaler(model: Path, hook: Callable[[], None] | None = None) -> Upscaler:
     real = tiny_upscaler(model)
