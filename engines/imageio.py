@@ -10,11 +10,13 @@ leaves a partial file.
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import tifffile
@@ -129,15 +131,28 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
         raise ImageReadError(f"{path}: file not found; check the path")
     if path.is_dir():
         raise ImageReadError(f"{path}: is a folder; pass image files, or the folder with --recursive")
-    if path.stat().st_size == 0:
-        raise ImageReadError(f"{path}: file is empty (0 bytes); re-export or re-download it")
-    with path.open("rb") as stream:
-        if stream.read(3) == b"P7\n":
-            return Picture(pixels=_read_pam(path, max_pixels))
     try:
-        with Image.open(path) as image:
-            _check_size(path, image.size, max_pixels)
-            pixels = _decode(path, image)
+        data = path.read_bytes()
+    except OSError as error:
+        raise ImageReadError(f"{path}: cannot read the file ({_first_line(error)}); check its permissions") from None
+    return decode_image(data, max_pixels, name=str(path))
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image") -> Picture:
+    """Decode an encoded image held in memory (an object store's bytes), as `read_image` does a file.
+
+    name: how messages call the image (its path or URL).
+    Raises ImageReadError, naming `name`, for bytes that are empty, not an image, truncated or
+    corrupt, of zero size or over the pixel limit.
+    """
+    if not data:
+        raise ImageReadError(f"{name}: file is empty (0 bytes); re-export or re-download it")
+    if data[:3] == b"P7\n":
+        return Picture(pixels=_read_pam(data, name, max_pixels))
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            _check_size(name, image.size, max_pixels)
+            pixels = _decode(name, data, image)
             icc_profile = image.info.get("icc_profile") or None
             if image.mode == "CMYK":
                 icc_profile = None  # a CMYK profile does not describe the RGB pixels we made
@@ -147,15 +162,15 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
                     exif.pop(tag, None)
             dpi = _dpi(image.info.get("dpi"))
     except UnidentifiedImageError:
-        if _is_tiff(path):
-            return _read_tiff_without_pillow(path, max_pixels)
-        raise ImageReadError(f"{path}: not an image file that can be read; use PNG, JPEG, WebP, TIFF or BMP") from None
+        if _is_tiff(data):
+            return _read_tiff_without_pillow(data, name, max_pixels)
+        raise ImageReadError(f"{name}: not an image file that can be read; use PNG, JPEG, WebP, TIFF or BMP") from None
     except (OSError, ValueError, SyntaxError, struct.error, zlib.error, RuntimeError) as error:
         raise ImageReadError(
-            f"{path}: truncated or corrupt image ({_first_line(error)}); re-export or re-download it"
+            f"{name}: truncated or corrupt image ({_first_line(error)}); re-export or re-download it"
         ) from None
     if 0 in pixels.shape[:2]:
-        raise ImageReadError(f"{path}: image has zero size; nothing to upscale")
+        raise ImageReadError(f"{name}: image has zero size; nothing to upscale")
     orientation = exif.get(_ORIENTATION_TAG, 1)
     pixels = apply_orientation(pixels, orientation)
     if orientation != 1:
@@ -163,32 +178,30 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
     return Picture(pixels=pixels, icc_profile=icc_profile, exif=exif.tobytes() if len(exif) else None, dpi=dpi)
 
 
-def _is_tiff(path: Path) -> bool:
-    with path.open("rb") as stream:
-        return stream.read(4) in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
+def _is_tiff(data: bytes) -> bool:
+    return data[:4] in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
 
 
-def _read_tiff_without_pillow(path: Path, max_pixels: int) -> Picture:
+def _read_tiff_without_pillow(data: bytes, name: str, max_pixels: int) -> Picture:
     """TIFFs Pillow cannot open (16-bit gray with alpha, for one), read with tifffile alone."""
     try:
-        with tifffile.TiffFile(path) as tiff:
+        with tifffile.TiffFile(io.BytesIO(data)) as tiff:
             page = tiff.pages[0]
-            _check_size(path, (page.imagewidth, page.imagelength), max_pixels)
+            _check_size(name, (page.imagewidth, page.imagelength), max_pixels)
             pixels = page.asarray()
             icc_tag = page.tags.get(34675)
             icc_profile = bytes(icc_tag.value) if icc_tag is not None else None
     except (tifffile.TiffFileError, ValueError, OSError) as error:
-        raise ImageReadError(f"{path}: truncated or corrupt TIFF ({_first_line(error)}); re-export it") from None
+        raise ImageReadError(f"{name}: truncated or corrupt TIFF ({_first_line(error)}); re-export it") from None
     if pixels.dtype not in (np.uint8, np.uint16) or pixels.ndim not in (2, 3) or _channels_last(pixels).shape[2] > 4:
         raise ImageReadError(
-            f"{path}: TIFF with {pixels.dtype} samples of shape {pixels.shape} is not supported;"
+            f"{name}: TIFF with {pixels.dtype} samples of shape {pixels.shape} is not supported;"
             " save it as 8- or 16-bit gray or RGB, with or without alpha"
         )
     return Picture(pixels=_channels_last(pixels), icc_profile=icc_profile)
 
 
-def _read_pam(path: Path, max_pixels: int) -> np.ndarray:
-    data = path.read_bytes()
+def _read_pam(data: bytes, name: str, max_pixels: int) -> np.ndarray:
     end = data.find(b"ENDHDR\n")
     fields: dict[str, str] = {}
     for line in data[3 : max(end, 3)].decode("ascii", "replace").splitlines():
@@ -198,22 +211,22 @@ def _read_pam(path: Path, max_pixels: int) -> np.ndarray:
     try:
         width, height, depth, peak = (int(fields[key]) for key in ("WIDTH", "HEIGHT", "DEPTH", "MAXVAL"))
     except (KeyError, ValueError):
-        raise ImageReadError(f"{path}: PAM header is incomplete (needs WIDTH, HEIGHT, DEPTH, MAXVAL, ENDHDR)") from None
-    _check_size(path, (width, height), max_pixels)
+        raise ImageReadError(f"{name}: PAM header is incomplete (needs WIDTH, HEIGHT, DEPTH, MAXVAL, ENDHDR)") from None
+    _check_size(name, (width, height), max_pixels)
     if end < 0 or depth not in _PAM_TUPLE_TYPES or peak not in (255, 65535):
         raise ImageReadError(
-            f"{path}: unsupported PAM (depth {depth}, maxval {peak}); use depth 1-4 and maxval 255 or 65535"
+            f"{name}: unsupported PAM (depth {depth}, maxval {peak}); use depth 1-4 and maxval 255 or 65535"
         )
     dtype = np.dtype(">u2") if peak == 65535 else np.dtype(np.uint8)
     body = data[end + 7 :]
     expected = width * height * depth * dtype.itemsize
     if len(body) < expected:
-        raise ImageReadError(f"{path}: truncated PAM ({len(body)} of {expected} bytes of pixels); re-export it")
+        raise ImageReadError(f"{name}: truncated PAM ({len(body)} of {expected} bytes of pixels); re-export it")
     pixels = np.frombuffer(body[:expected], dtype=dtype).reshape(height, width, depth)
     return pixels.astype(np.uint16 if peak == 65535 else np.uint8)
 
 
-def _write_pam(picture: Picture, path: Path) -> None:
+def _write_pam(picture: Picture, stream: BinaryIO) -> None:
     pixels = picture.pixels
     height, width, depth = pixels.shape
     deep = pixels.dtype == np.uint16
@@ -221,29 +234,29 @@ def _write_pam(picture: Picture, path: Path) -> None:
         f"P7\nWIDTH {width}\nHEIGHT {height}\nDEPTH {depth}\nMAXVAL {65535 if deep else 255}\n"
         f"TUPLTYPE {_PAM_TUPLE_TYPES[depth]}\nENDHDR\n"
     )
-    path.write_bytes(header.encode("ascii") + pixels.astype(">u2" if deep else np.uint8).tobytes())
+    stream.write(header.encode("ascii") + pixels.astype(">u2" if deep else np.uint8).tobytes())
 
 
-def _check_size(path: Path, size: tuple[int, int], max_pixels: int) -> None:
+def _check_size(name: str, size: tuple[int, int], max_pixels: int) -> None:
     width, height = size
     if width == 0 or height == 0:
-        raise ImageReadError(f"{path}: image has zero size ({width}×{height}); nothing to upscale")
+        raise ImageReadError(f"{name}: image has zero size ({width}×{height}); nothing to upscale")
     if max_pixels and width * height > max_pixels:
         raise ImageReadError(
-            f"{path}: {width}×{height} is {width * height:,} pixels, over the limit of {max_pixels:,}"
+            f"{name}: {width}×{height} is {width * height:,} pixels, over the limit of {max_pixels:,}"
             " that guards against decompression bombs; pass --max-pixels to raise it"
         )
 
 
-def _decode(path: Path, image: Image.Image) -> np.ndarray:
+def _decode(name: str, data: bytes, image: Image.Image) -> np.ndarray:
     """Pixels of the first frame as H×W×C uint8 or uint16."""
     if _is_16_bit(image):
         if image.format == "PNG":
             import imagecodecs  # only 16-bit PNGs need it, and it is slow to import
 
-            array = imagecodecs.png_decode(path.read_bytes())
+            array = imagecodecs.png_decode(data)
         else:
-            array = tifffile.imread(path, key=0)
+            array = tifffile.imread(io.BytesIO(data), key=0)
         return _channels_last(array.astype(np.uint16, copy=False))
     image.load()
     mode = image.mode
@@ -252,7 +265,7 @@ def _decode(path: Path, image: Image.Image) -> np.ndarray:
         image = image.convert("RGBA" if has_alpha else "RGB")
     elif mode in ("1", "I", "F", "I;16", "I;16B", "I;16L"):
         if mode != "1":
-            raise ImageReadError(f"{path}: pixel mode {mode} is not supported; save the image as 8- or 16-bit")
+            raise ImageReadError(f"{name}: pixel mode {mode} is not supported; save the image as 8- or 16-bit")
         image = image.convert("L")
     elif mode == "La":
         image = image.convert("LA")
@@ -337,12 +350,8 @@ def write_image(
     Raises ImageWriteError naming the file and the fix; no file is left at `path` on failure.
     """
     path = Path(path)
-    if not 0 <= png_compression <= 9:
-        raise ValueError(f"PNG compression must be 0-9, not {png_compression}")
     key = format_for(path, image_format)
-    if size is not None:
-        picture = replace(picture, pixels=resize_pixels(picture.pixels, *size))
-    picture = _fit_format(path, picture, key)
+    picture = _prepare_for(picture, key, png_compression, size, str(path))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -350,15 +359,46 @@ def write_image(
             f"{path.parent}: cannot create the output folder ({error.strerror}); choose another"
         ) from None
     try:
-        with atomic_path(path) as temporary:
-            _encode(picture, temporary, key, quality, png_compression)
+        with atomic_path(path) as temporary, temporary.open("wb") as stream:
+            _encode(picture, stream, key, quality, png_compression)
     except OSError as error:
         raise ImageWriteError(
             f"{path}: cannot write the image ({_first_line(error)}); check the folder's permissions and free space"
         ) from None
 
 
-def _fit_format(path: Path, picture: Picture, key: str) -> Picture:
+def encode_image(
+    picture: Picture,
+    image_format: str,
+    quality: int = 95,
+    png_compression: int = 6,
+    size: tuple[int, int] | None = None,
+    name: str = "image",
+) -> bytes:
+    """The bytes `write_image` would write for the same arguments, for an object store.
+
+    image_format: a format key ('png', 'jpeg', 'webp', 'tiff', 'bmp', 'pam') or an extension.
+    name: how messages call the output (its path or URL).
+    Raises ImageWriteError for an unknown format or a picture the format cannot hold.
+    """
+    key = format_for(Path(name), image_format)
+    stream = io.BytesIO()
+    _encode(_prepare_for(picture, key, png_compression, size, name), stream, key, quality, png_compression)
+    return stream.getvalue()
+
+
+def _prepare_for(
+    picture: Picture, key: str, png_compression: int, size: tuple[int, int] | None, name: str
+) -> Picture:
+    """The picture resampled to `size` and reduced to what format `key` can hold."""
+    if not 0 <= png_compression <= 9:
+        raise ValueError(f"PNG compression must be 0-9, not {png_compression}")
+    if size is not None:
+        picture = replace(picture, pixels=resize_pixels(picture.pixels, *size))
+    return _fit_format(name, picture, key)
+
+
+def _fit_format(name: str, picture: Picture, key: str) -> Picture:
     """Reduce a picture to what the format can hold."""
     pixels = picture.pixels
     if key not in ("png", "tiff", "pam") and pixels.dtype == np.uint16:
@@ -367,7 +407,7 @@ def _fit_format(path: Path, picture: Picture, key: str) -> Picture:
         alpha = pixels[:, :, -1]
         if alpha.min() < np.iinfo(pixels.dtype).max:
             raise ImageWriteError(
-                f"{path}: JPEG cannot store the image's transparency; write .png, .webp or .tif, or use --format png"
+                f"{name}: JPEG cannot store the image's transparency; write .png, .webp or .tif, or use --format png"
             )
         pixels = pixels[:, :, :-1]
     if key == "webp" and pixels.shape[2] in (1, 2):
@@ -375,15 +415,16 @@ def _fit_format(path: Path, picture: Picture, key: str) -> Picture:
     return replace(picture, pixels=pixels)
 
 
-def _encode(picture: Picture, path: Path, key: str, quality: int, png_compression: int) -> None:
+def _encode(picture: Picture, stream: BinaryIO, key: str, quality: int, png_compression: int) -> None:
+    """Encode to an open binary stream (a temporary file or memory): one encoder for both."""
     if key == "pam":
-        _write_pam(picture, path)
+        _write_pam(picture, stream)
         return
     if picture.pixels.dtype == np.uint16:
         if key == "png":
-            _write_png16(picture, path, png_compression)
+            _write_png16(picture, stream, png_compression)
         else:
-            _write_tiff16(picture, path)
+            _write_tiff16(picture, stream)
         return
     pixels = picture.pixels
     image = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
@@ -403,10 +444,10 @@ def _encode(picture: Picture, path: Path, key: str, quality: int, png_compressio
         options["compression"] = "tiff_adobe_deflate"
     elif key == "png":
         options["compress_level"] = png_compression
-    image.save(path, format=FORMATS[key], **options)
+    image.save(stream, format=FORMATS[key], **options)
 
 
-def _write_png16(picture: Picture, path: Path, level: int) -> None:
+def _write_png16(picture: Picture, stream: BinaryIO, level: int) -> None:
     import imagecodecs  # only 16-bit PNGs need it, and it is slow to import
 
     pixels = picture.pixels
@@ -418,20 +459,20 @@ def _write_png16(picture: Picture, path: Path, level: int) -> None:
         chunks.append(_png_chunk(b"eXIf", picture.exif.removeprefix(b"Exif\0\0")))
     # Ancillary chunks go straight after IHDR: 8 bytes of signature, then IHDR's 25 bytes.
     header_end = 8 + 25
-    path.write_bytes(encoded[:header_end] + b"".join(chunks) + encoded[header_end:])
+    stream.write(encoded[:header_end] + b"".join(chunks) + encoded[header_end:])
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def _write_tiff16(picture: Picture, path: Path) -> None:
+def _write_tiff16(picture: Picture, stream: BinaryIO) -> None:
     pixels = picture.pixels
     channels = pixels.shape[2]
     photometric = "minisblack" if channels <= 2 else "rgb"
     data = pixels[:, :, 0] if channels == 1 else pixels
     tifffile.imwrite(
-        path,
+        stream,
         data,
         photometric=photometric,
         planarconfig="contig",

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Protocol
 
 from rich.console import Console
+
+from srgan.engines import Setting, SrganError
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
@@ -40,7 +42,9 @@ class Reporter(Protocol):
 
     def tiles(self, source: Path, done: int, total: int) -> None: ...
 
-    def finish(self, source: Path, target: Path | None, status: str, detail: str, seconds: float) -> None: ...
+    def finish(
+        self, source: Path, target: Path | None, status: str, detail: str, seconds: float, worker: str | None = None
+    ) -> None: ...
 
     def summary(self, tally: Tally, seconds: float) -> None: ...
 
@@ -66,8 +70,10 @@ class JsonReporter:
     def tiles(self, source: Path, done: int, total: int) -> None:
         self._emit(event="progress", input=str(source), done=done, total=total, fraction=round(done / total, 4))
 
-    def finish(self, source: Path, target: Path | None, status: str, detail: str, seconds: float) -> None:
-        self._emit(
+    def finish(
+        self, source: Path, target: Path | None, status: str, detail: str, seconds: float, worker: str | None = None
+    ) -> None:
+        event: dict[str, object] = dict(
             event="result",
             input=str(source),
             output=str(target) if target else None,
@@ -75,6 +81,9 @@ class JsonReporter:
             detail=detail,
             seconds=round(seconds, 3),
         )
+        if worker is not None:
+            event["worker"] = worker
+        self._emit(**event)
 
     def summary(self, tally: Tally, seconds: float) -> None:
         self._emit(
@@ -115,15 +124,19 @@ class RichReporter:
         if source in self._tasks:
             self._progress.update(self._tasks[source], completed=done, total=total)
 
-    def finish(self, source: Path, target: Path | None, status: str, detail: str, seconds: float) -> None:
+    def finish(
+        self, source: Path, target: Path | None, status: str, detail: str, seconds: float, worker: str | None = None
+    ) -> None:
         task = self._tasks.pop(source, None)
         if task is not None:
             self._progress.remove_task(task)
         if self._overall is not None:
             self._progress.advance(self._overall)
         if status == "done":
+            where = f" on {escape(worker)}" if worker else ""
             self._progress.console.print(
-                f"[green]✓[/] {escape(str(source))} → {escape(str(target))} [dim]{seconds:.1f} s[/]", soft_wrap=True
+                f"[green]✓[/] {escape(str(source))} → {escape(str(target))} [dim]{seconds:.1f} s{where}[/]",
+                soft_wrap=True,
             )
         elif status == "skipped":
             self._progress.console.print(f"[yellow]-[/] {escape(str(source))}: {escape(detail)}", soft_wrap=True)
@@ -141,3 +154,21 @@ class RichReporter:
 
     def close(self) -> None:
         self._progress.stop()
+
+
+_SETTING_FLAGS = {
+    Setting.RECURSIVE: "--recursive",
+    Setting.OUTPUT: "-o",
+    Setting.NAME_TEMPLATE: "--name",
+    Setting.MAX_PIXELS: "--max-pixels",
+    Setting.OUTPUT_FORMAT: "--format",
+}
+
+
+def describe(error: SrganError) -> str:
+    """An error's one line, with the flag that governs it where the core named a setting."""
+    flag = _SETTING_FLAGS.get(error.setting) if error.setting is not None else None
+    if flag is None:
+        return str(error)
+    advice = f"{flag} {error.suggestion}" if error.suggestion is not None else flag
+    return f"{error} ({advice})"

@@ -4,29 +4,37 @@ from __future__ import annotations
 
 import os
 import time
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from srgan.engines import (
+    DEFAULT_NAME,
+    IMAGE_EXTENSIONS,
+    FilePipeline,
+    FileResult,
+    FileStatus,
+    FileTask,
+    Job,
     LoadedModel,
+    OutputOptions,
+    OutputPlan,
+    PipelineSettings,
     Precision,
-    SrganError,
     Upscaler,
     create_upscaler,
     default_model_path,
     format_for,
+    iter_inputs,
     load_model,
-    read_image,
-    scaled_size,
-    write_image,
+    output_is_file,
+    plan_jobs,
+    scale_label,
+    survey_inputs,
 )
 
-from .jobs import DEFAULT_NAME, IMAGE_EXTENSIONS, Job, collect_inputs, output_is_file, plan_jobs, scale_label
 from .options import (
     check_name_template,
     tile_settings,
@@ -48,7 +56,7 @@ from .options import (
     PrecisionOption,
     TileOption,
 )
-from .reporting import JsonReporter, Reporter, RichReporter, Tally
+from .reporting import JsonReporter, Reporter, RichReporter, Tally, describe
 from .state import CliState, UsageProblem
 
 
@@ -96,77 +104,42 @@ def upscale(
     format_key = format_for(Path("."), image_format) if image_format else None
     loaded = load_model_option(model)
     upscaler = create_upscaler(loaded, device, precision, settings, backend, engines_dir)
-    files, problems = collect_inputs(inputs, recursive)
-    to_file = output_is_file(output, files, len(inputs))
+    survey = survey_inputs(inputs, recursive)
+    to_file = output_is_file(output, survey.first, survey.files, len(inputs))
     if output is not None and not to_file and not output.is_dir() and output.suffix.lower() in IMAGE_EXTENSIONS:
         raise UsageProblem(f"-o {output} names one image file, but the inputs are several; give a folder")
     if to_file and format_key is None:
         format_key = format_for(output)
-    label = scale_label(scale, loaded.scale)
-    jobs = problems + plan_jobs(files, output, to_file, name, label, format_key, overwrite)
+    options = OutputOptions(format_key, quality, png_compression, scale, name)
+    plan = OutputPlan(output, to_file, name, scale_label(scale, loaded.scale), format_key, overwrite)
+    jobs = plan_jobs(iter_inputs(inputs, recursive), plan, survey.digests)
     reporter: Reporter = JsonReporter() if json_lines else RichReporter()
-    tally = run_jobs(
-        jobs, upscaler, reporter, format_key, quality, max_pixels, str(loaded.info.path), png_compression, scale
-    )
+    tally = run_jobs(jobs, survey.items, upscaler, reporter, options, max_pixels, str(loaded.info.path))
     if tally.failed:
         raise typer.Exit(1)
 
 
 def run_jobs(
-    jobs: list[Job],
+    jobs: Iterable[Job],
+    total: int,
     upscaler: Upscaler,
     reporter: Reporter,
-    format_key: str | None,
-    quality: int,
+    options: OutputOptions,
     max_pixels: int,
     model_label: str,
-    png_compression: int = DEFAULT_PNG_COMPRESSION,
-    out_scale: float | None = None,
 ) -> Tally:
-    """Process every job, reporting as it goes; a failed job never stops the others.
-
-    out_scale: output size as a multiple of the input's when it differs from the model's; the
-    model's output is resampled to it on the encoding thread.
-
-    Inputs are decoded ahead and results encoded on threads while the next image is upscaled,
-    so the device does not wait on codecs. Several results are encoded at once where there are
-    cores for it (a GPU upscales faster than one thread writes PNGs); they are reported in order.
-    """
+    """Process every job through the core's pipeline, reporting as it goes; a failed job never
+    stops the others. Jobs that need no work (skipped, refused by plan) are reported as they come."""
     tally = Tally()
     started = time.perf_counter()
-    reporter.start(len(jobs), model_label, upscaler.backend.name)
-    runnable = [job for job in jobs if not _settled_without_work(job, reporter, tally)]
-    encoders = writer_threads()
+    reporter.start(total, model_label, upscaler.backend.name)
+    settings = PipelineSettings(
+        readers=1, read_ahead=READ_AHEAD, encoders=writer_threads(), pending_bytes=PENDING_BYTES, max_pixels=max_pixels
+    )
+    pipeline = FilePipeline(upscaler, options, settings, _Progress(reporter))
     try:
-        with (
-            ThreadPoolExecutor(1, "srgan-read") as reader,
-            ThreadPoolExecutor(encoders, "srgan-write") as writer,
-        ):
-            reads = [reader.submit(read_image, job.source, max_pixels) for job in runnable[:READ_AHEAD]]
-            writing: deque[_Writing] = deque()
-            for index, job in enumerate(runnable):
-                if index + READ_AHEAD < len(runnable):
-                    reads.append(reader.submit(read_image, runnable[index + READ_AHEAD].source, max_pixels))
-                began = time.perf_counter()
-                reporter.begin(job.source)
-                try:
-                    picture = reads[index].result()
-                    pixels = upscaler.upscale(
-                        picture.pixels, progress=lambda done, total, job=job: reporter.tiles(job.source, done, total)
-                    )
-                except SrganError as error:
-                    _failed(job, str(error), began, reporter, tally)
-                    continue
-                finally:
-                    reads[index] = None  # the decoded input is not needed any more
-                while writing and (len(writing) >= encoders or sum(item.nbytes for item in writing) > PENDING_BYTES):
-                    _collect(writing.popleft(), reporter, tally)
-                result = replace(picture, pixels=pixels)
-                size = scaled_size(*picture.pixels.shape[:2], out_scale) if out_scale is not None else None
-                future = writer.submit(write_image, result, job.target, format_key, quality, png_compression, size)
-                writing.append(_Writing(job, future, began, pixels.nbytes))
-            while writing:
-                _collect(writing.popleft(), reporter, tally)
+        for result in pipeline.run(_runnable(jobs, reporter, tally)):
+            report_result(result, reporter, tally)
     finally:
         reporter.close()
     reporter.summary(tally, time.perf_counter() - started)
@@ -184,40 +157,48 @@ def writer_threads() -> int:
     return max(1, min(8, (os.cpu_count() or 2) // 2))
 
 
-@dataclass
-class _Writing:
-    job: Job
-    future: Future
-    began: float
-    nbytes: int
+class _Progress:
+    """The pipeline's per-file events, passed on to a reporter."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        self.reporter = reporter
+
+    def begin(self, task: FileTask) -> None:
+        self.reporter.begin(task.source)
+
+    def tiles(self, task: FileTask, done: int, total: int) -> None:
+        self.reporter.tiles(task.source, done, total)
 
 
-def _settled_without_work(job: Job, reporter: Reporter, tally: Tally) -> bool:
-    """Report a job that fails by plan or is skipped; True when nothing is left to do for it."""
-    if job.problem is not None or job.target is None:
-        reporter.begin(job.source)
-        _failed(job, job.problem or f"{job.source}: no output planned", time.perf_counter(), reporter, tally)
-        return True
-    if job.skip:
-        reporter.begin(job.source)
+def _runnable(jobs: Iterable[Job], reporter: Reporter, tally: Tally) -> Iterator[FileTask]:
+    """The jobs that need work, as tasks; the others are reported on the way."""
+    for job in jobs:
+        if job.problem is not None or job.target is None:
+            reporter.begin(job.source)
+            reason = describe(job.problem) if job.problem is not None else f"{job.source}: no output planned"
+            _count(tally, FileStatus.FAILED, reason)
+            reporter.finish(job.source, job.target, "failed", reason, 0.0)
+        elif job.skip:
+            reporter.begin(job.source)
+            _count(tally, FileStatus.SKIPPED, "")
+            reporter.finish(job.source, job.target, "skipped", f"{job.target} exists", 0.0)
+        else:
+            yield FileTask(job.source, job.target)
+
+
+def report_result(result: FileResult, reporter: Reporter, tally: Tally, worker: str | None = None) -> None:
+    """Count a pipeline result and tell the reporter; `worker` names the cluster worker that did it."""
+    detail = describe(result.error) if result.error is not None else ""
+    _count(tally, result.status, detail)
+    task = result.task
+    reporter.finish(task.source, task.target, result.status.value, detail, result.seconds, worker)
+
+
+def _count(tally: Tally, status: FileStatus, detail: str) -> None:
+    if status is FileStatus.DONE:
+        tally.done += 1
+    elif status is FileStatus.SKIPPED:
         tally.skipped += 1
-        reporter.finish(job.source, job.target, "skipped", f"{job.target} exists", 0.0)
-        return True
-    return False
-
-
-def _failed(job: Job, reason: str, began: float, reporter: Reporter, tally: Tally) -> None:
-    tally.failed += 1
-    tally.failures.append(reason)
-    reporter.finish(job.source, job.target, "failed", reason, time.perf_counter() - began)
-
-
-def _collect(writing: _Writing, reporter: Reporter, tally: Tally) -> None:
-    """Wait for a result being written and report it."""
-    try:
-        writing.future.result()
-    except SrganError as error:
-        _failed(writing.job, str(error), writing.began, reporter, tally)
-        return
-    tally.done += 1
-    reporter.finish(writing.job.source, writing.job.target, "done", "", time.perf_counter() - writing.began)
+    else:
+        tally.failed += 1
+        tally.failures.append(detail)

@@ -6,7 +6,7 @@ import fnmatch
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..jobs import IMAGE_EXTENSIONS
+from srgan.engines import IMAGE_EXTENSIONS
 
 # Names that editors, browsers, downloaders and copy tools give files still being written.
 TEMPORARY_PATTERNS = ("*.partial", "*.part", "*.tmp", "*.temp", "*.crdownload", "*.download", "*.swp", "*~", "#*#")

@@ -1,9 +1,9 @@
 """The watch service: filesystem events in, one inference worker, atomic outputs, a journal.
 
-Threads: watchdog's observer notes changes; a small pool decodes (and hashes) ready files
-ahead of the worker; the calling thread runs every upscale, so the model is used by one
-thread only; another pool encodes and writes results. The journal and the reporter are only
-touched from the calling thread.
+Threads: watchdog's observer notes changes; the core's `FilePipeline` decodes (and here also
+hashes) ready files ahead on two threads, runs every upscale on the calling thread, so the
+model is used by one thread only, and encodes results on two more. The journal and the
+reporter are only touched from the calling thread.
 """
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ import os
 import shutil
 import threading
 import time
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -22,10 +21,26 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
-from srgan.engines import DEFAULT_MAX_PIXELS, Picture, SrganError, Upscaler, read_image, scaled_size, write_image
+from srgan.engines import (
+    DEFAULT_MAX_PIXELS,
+    FilePipeline,
+    FileResult,
+    FileSkipped,
+    FileStatus,
+    FileTask,
+    InputFile,
+    OutputOptions,
+    OutputPlan,
+    Picture,
+    PipelineSettings,
+    Stage,
+    SrganError,
+    Upscaler,
+    output_path,
+    read_image,
+    scale_label,
+)
 from srgan.engines.digest import file_sha256
-
-from ..jobs import InputFile, output_path, scale_label
 from .journal import Journal
 from .policy import is_candidate, scan
 
@@ -84,21 +99,13 @@ class _Pending:
 
 @dataclass
 class _Prepared:
+    """What the watcher knows of a ready file; filled in on a reader thread."""
+
     path: Path
     source: str
     digest: str = ""
-    picture: Picture | None = None
     skip: str = ""
-    error: str = ""
     stat: tuple[int, int] = (0, 0)
-
-
-@dataclass
-class _Written:
-    prepared: _Prepared
-    output: Path
-    started: float
-    future: Future = field(repr=False)  # type: ignore[type-arg]
 
 
 def _stat(path: Path) -> tuple[int, int] | None:
@@ -210,30 +217,35 @@ class WatchService:
                 self._in_flight.add(path)
         return ready
 
-    def _prepare(self, path: Path) -> _Prepared:
-        """Hash and decode a ready file (on a pool thread)."""
-        source = str(path.relative_to(self.settings.in_dir))
-        prepared = _Prepared(path, source, stat=_stat(path) or (0, 0))
+    def _load(self, task: FileTask) -> Picture:
+        """Hash and decode a ready file (on a reader thread); FileSkipped when there is nothing to do."""
+        prepared = task.key
+        assert isinstance(prepared, _Prepared)
+        path = prepared.path
+        prepared.stat = _stat(path) or (0, 0)
         try:
             prepared.digest = file_sha256(path)
         except OSError:
             prepared.skip = "vanished"
-            return prepared
-        entry = self.journal.status(source, prepared.digest)
+            raise FileSkipped(f"{path}: vanished") from None
+        entry = self.journal.status(prepared.source, prepared.digest)
         if entry is not None and entry.status in ("done", "failed"):
             prepared.skip = f"already {entry.status}"
-            return prepared
-        try:
-            prepared.picture = read_image(path, self.settings.max_pixels)
-        except SrganError as error:
-            prepared.error = str(error)
-        return prepared
+            raise FileSkipped(f"{path}: already {entry.status}")
+        return read_image(path, self.settings.max_pixels)
 
-    def _target(self, path: Path) -> Path:
+    def _task(self, path: Path) -> FileTask:
         settings = self.settings
         item = InputFile(path, settings.in_dir)
-        label = scale_label(settings.out_scale, self.upscaler.scale)
-        return output_path(item, settings.out_dir, settings.name_template, label, settings.format_key)
+        plan = OutputPlan(
+            settings.out_dir,
+            False,
+            settings.name_template,
+            scale_label(settings.out_scale, self.upscaler.scale),
+            settings.format_key,
+        )
+        prepared = _Prepared(path, str(path.relative_to(settings.in_dir)))
+        return FileTask(path, output_path(item, plan), key=prepared)
 
     def run(self, stop: threading.Event) -> WatchTally:
         """Process the backlog, then (unless `once`) every new file until `stop` is set."""
@@ -277,95 +289,68 @@ class WatchService:
 
     def _loop(self, stop: threading.Event) -> None:
         settings = self.settings
-        decoding: deque[Future[_Prepared]] = deque()
-        writing: list[_Written] = []
-        with (
-            ThreadPoolExecutor(2, thread_name_prefix="srgan-decode") as decoder,
-            ThreadPoolExecutor(2, thread_name_prefix="srgan-encode") as encoder,
-        ):
-            while not stop.is_set():
-                busy = False
-                if len(decoding) < settings.prefetch:
-                    for path in self._ready(settings.prefetch - len(decoding)):
-                        decoding.append(decoder.submit(self._prepare, path))
-                if decoding and decoding[0].done():
-                    busy = True
-                    written = self._upscale(decoding.popleft().result(), encoder, len(decoding))
-                    if written is not None:
-                        writing.append(written)
-                writing = self._collect(writing)
-                if settings.once and not decoding and not writing and not self._has_pending():
-                    break
-                if not busy:
-                    time.sleep(0.05)
-            for future in decoding:
-                future.cancel()
-            for written in writing:
-                written.future.exception()
-            self._collect(writing)
+        options = OutputOptions(settings.format_key, settings.quality, settings.png_compression, settings.out_scale)
+        pipeline_settings = PipelineSettings(
+            readers=2, read_ahead=settings.prefetch, encoders=2, max_pixels=settings.max_pixels
+        )
+        self._pipeline = FilePipeline(self.upscaler, options, pipeline_settings, self, self._load)
+        for result in self._pipeline.run(self._ready_tasks(stop), stop=stop):
+            self._settled(result)
+
+    def _ready_tasks(self, stop: threading.Event) -> Iterator[FileTask | None]:
+        """Ready files as tasks, None while none is ready; ends on `stop`, or with `once` when all is done."""
+        while not stop.is_set():
+            ready = self._ready(1)
+            if ready:
+                yield self._task(ready[0])
+                continue
+            if self.settings.once and not self._has_pending() and not self._has_in_flight():
+                return
+            yield None
 
     def _has_pending(self) -> bool:
         with self._lock:
             return bool(self._pending)
 
+    def _has_in_flight(self) -> bool:
+        with self._lock:
+            return bool(self._in_flight)
+
     def _release(self, path: Path) -> None:
         with self._lock:
             self._in_flight.discard(path)
 
-    def _upscale(self, prepared: _Prepared, encoder: ThreadPoolExecutor, queued: int) -> _Written | None:
-        if prepared.skip:
-            self._release(prepared.path)
+    # The pipeline's observer: called on this thread as each upscale begins.
+    def begin(self, task: FileTask) -> None:
+        prepared = task.key
+        assert isinstance(prepared, _Prepared)
+        self.reporter.processing(prepared.source, self._pipeline.queued)
+        self.journal.started(prepared.source, prepared.digest, str(task.target))
+
+    def tiles(self, task: FileTask, done: int, total: int) -> None:
+        pass
+
+    def _settled(self, result: FileResult) -> None:
+        """Record what became of a file: journal, tally, the input's fate and the reporter."""
+        task = result.task
+        prepared = task.key
+        assert isinstance(prepared, _Prepared)
+        self._release(prepared.path)
+        if result.status is FileStatus.SKIPPED:
             if prepared.skip != "vanished":
                 self.tally.skipped += 1
-            return None
-        if prepared.error:
-            self._release(prepared.path)
-            if _stat(prepared.path) != prepared.stat:
+            return
+        if result.status is FileStatus.FAILED:
+            if result.stage is Stage.READ and _stat(prepared.path) != prepared.stat:
                 self._settle(prepared.path)  # still being written after all: try again once it settles
-                return None
-            self._fail(prepared, prepared.error)
-            return None
-        output = self._target(prepared.path)
-        self.reporter.processing(prepared.source, queued)
-        self.journal.started(prepared.source, prepared.digest, str(output))
-        started = time.perf_counter()
-        picture = prepared.picture
-        assert picture is not None  # prepared without skip or error always holds a picture
-        try:
-            pixels = self.upscaler.upscale(picture.pixels)
-        except SrganError as error:
-            self._release(prepared.path)
-            self._fail(prepared, str(error))
-            return None
-        result = replace(picture, pixels=pixels)
-        settings = self.settings
-        size = scaled_size(*picture.pixels.shape[:2], settings.out_scale) if settings.out_scale is not None else None
-        future = encoder.submit(
-            write_image, result, output, settings.format_key, settings.quality, settings.png_compression, size
-        )
-        return _Written(prepared, output, started, future)
-
-    def _collect(self, writing: list[_Written]) -> list[_Written]:
-        still = []
-        for written in writing:
-            if not written.future.done():
-                still.append(written)
-                continue
-            prepared = written.prepared
-            self._release(prepared.path)
-            error = written.future.exception()
-            if error is not None:
-                if not isinstance(error, SrganError):
-                    raise error
-                self._fail(prepared, str(error))
-                continue
-            seconds = time.perf_counter() - written.started
-            self.journal.done(prepared.source, prepared.digest, str(written.output), seconds)
-            self.tally.done += 1
-            self.tally.seconds += seconds
-            self._after_success(prepared.path)
-            self.reporter.finished(prepared.source, str(written.output), "done", "", seconds, self.tally)
-        return still
+                return
+            self._fail(prepared, result.detail)
+            return
+        self.journal.done(prepared.source, prepared.digest, str(task.target), result.seconds)
+        self.tally.done += 1
+        self.tally.seconds += result.seconds
+        self._after_success(prepared.path)
+        self.reporter.finished(prepared.source, str(task.target), "done", "", result.seconds, self.tally)
 
     def _fail(self, prepared: _Prepared, reason: str) -> None:
         self.journal.failed(prepared.source, prepared.digest, reason)
