@@ -98,7 +98,7 @@ class RichReporter:
     """A progress bar per image and one overall, then one line per result and a summary."""
 
     def __init__(self, console: Console | None = None, errors: Console | None = None) -> None:
-        self._console = console or Console()
+        self._console = console or Console(file=sys.stdout)  # this stdout, even if it is redirected later
         self._errors = errors or Console(stderr=True)
         self._progress = Progress(
             TextColumn("{task.description}", markup=False),

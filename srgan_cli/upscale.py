@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -56,6 +57,7 @@ from .options import (
     PrecisionOption,
     TileOption,
 )
+from .cluster import Address, ClusterSettings, WorkerSettings, import_ray, run_on_cluster
 from .reporting import JsonReporter, Reporter, RichReporter, Tally, describe
 from .state import CliState, UsageProblem
 
@@ -95,6 +97,37 @@ def upscale(
     engines_dir: EnginesDirOption = None,
     max_pixels: MaxPixelsOption = DEFAULT_MAX,
     json_lines: JsonOption = False,
+    cluster: Annotated[
+        Optional[str],
+        typer.Option(
+            "--cluster",
+            help="Run on Ray: local (start Ray here), auto (the cluster in RAY_ADDRESS or this machine's),"
+            " or ray://HOST:PORT. Inputs and outputs must be on storage every node sees.",
+            show_default=False,
+        ),
+    ] = None,
+    workers: Annotated[
+        Optional[int],
+        typer.Option(
+            "--workers", min=1, help="Ray workers, each with its own model; default: one per GPU, else one per node."
+        ),
+    ] = None,
+    gpus_per_worker: Annotated[
+        Optional[float],
+        typer.Option(
+            "--gpus-per-worker",
+            min=0.0,
+            help="GPUs per Ray worker (0.5 shares one between two); default 1 where the cluster has GPUs, else 0.",
+        ),
+    ] = None,
+    cpus_per_worker: Annotated[
+        Optional[float],
+        typer.Option(
+            "--cpus-per-worker",
+            min=0.25,
+            help="CPU cores per Ray worker; default: this machine's cores shared out with --cluster local, else 1.",
+        ),
+    ] = None,
 ) -> None:
     """Upscale images with the SRGAN model."""
     state: CliState = ctx.ensure_object(CliState)
@@ -102,8 +135,12 @@ def upscale(
     check_name_template(name)
     settings = tile_settings(tile, overlap, batch)
     format_key = format_for(Path("."), image_format) if image_format else None
+    if cluster is None and (workers, gpus_per_worker, cpus_per_worker) != (None, None, None):
+        raise UsageProblem("--workers, --gpus-per-worker and --cpus-per-worker need --cluster")
+    if cluster is not None:
+        import_ray()  # before any work: a missing Ray is a one-line error
     loaded = load_model_option(model)
-    upscaler = create_upscaler(loaded, device, precision, settings, backend, engines_dir)
+    upscaler = None if cluster else create_upscaler(loaded, device, precision, settings, backend, engines_dir)
     survey = survey_inputs(inputs, recursive)
     to_file = output_is_file(output, survey.first, survey.files, len(inputs))
     if output is not None and not to_file and not output.is_dir() and output.suffix.lower() in IMAGE_EXTENSIONS:
@@ -114,9 +151,60 @@ def upscale(
     plan = OutputPlan(output, to_file, name, scale_label(scale, loaded.scale), format_key, overwrite)
     jobs = plan_jobs(iter_inputs(inputs, recursive), plan, survey.digests)
     reporter: Reporter = JsonReporter() if json_lines else RichReporter()
-    tally = run_jobs(jobs, survey.items, upscaler, reporter, options, max_pixels, str(loaded.info.path))
+    if upscaler is not None:
+        tally = run_jobs(jobs, survey.items, upscaler, reporter, options, max_pixels, str(loaded.info.path))
+    else:
+        where = ClusterSettings(cluster or "local", workers, gpus_per_worker, cpus_per_worker)
+        worker = WorkerSettings(
+            loaded.info.path.resolve(),
+            device,
+            precision,
+            settings,
+            backend,
+            engines_dir,
+            options,
+            max_pixels,
+            cpus_per_worker or _default_cpus(where),
+        )
+        tally = run_jobs_on_cluster(jobs, survey.items, where, worker, reporter, overwrite, str(loaded.info.path))
     if tally.failed:
         raise typer.Exit(1)
+
+
+def _default_cpus(cluster: ClusterSettings) -> float:
+    """Cores per worker: this machine's shared out among the workers when Ray runs here, else 1."""
+    if cluster.address == Address.LOCAL.value:
+        return max(1, (os.cpu_count() or 1) // (cluster.workers or 1))
+    return 1
+
+
+def run_jobs_on_cluster(
+    jobs: Iterable[Job],
+    total: int,
+    cluster: ClusterSettings,
+    worker: WorkerSettings,
+    reporter: Reporter,
+    overwrite: bool,
+    model_label: str,
+) -> Tally:
+    """`run_jobs` on Ray workers: the same reports, summary and tally, each result naming its worker."""
+    tally = Tally()
+    started = time.perf_counter()
+    tasks = (replace(task, skip_existing=not overwrite) for task in _runnable(jobs, reporter, tally))
+    try:
+        run_on_cluster(
+            tasks,
+            total,
+            model_label,
+            cluster,
+            worker,
+            reporter,
+            lambda result, name: report_result(result, reporter, tally, name or None),
+        )
+    finally:
+        reporter.close()
+    reporter.summary(tally, time.perf_counter() - started)
+    return tally
 
 
 def run_jobs(
