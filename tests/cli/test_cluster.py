@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -117,6 +118,24 @@ def test_a_node_killed_mid_run_leaves_every_file_done_exactly_once(two_nodes, fo
     assert len(workers) == 3, workers  # two, then the killed node's worker restarted on the head node
     assert outputs(out) == local_outputs
     assert not [path for path in out.rglob("*") if path.name.endswith(".partial")]
+
+
+def test_ctrl_c_stops_the_workers_and_keeps_only_whole_files(two_nodes, folder, local_outputs):
+    cluster, _ = two_nodes
+    out = folder / "interrupted"
+    command = [sys.executable, "-m", "srgan.cli", "upscale", str(folder / "in"), "-o", str(out)]
+    command += ["-m", str(folder / "tiny.safetensors"), "--json", "--cluster", "auto", "--workers", "2", *TILES]
+    env = {**os.environ, "RAY_ADDRESS": cluster.address}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    for line in process.stdout:
+        if json.loads(line)["event"] == "result":
+            process.send_signal(signal.SIGINT)
+            break
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130 and "interrupted" in stderr
+    written = outputs(out)
+    assert 0 < len(written) < 40
+    assert all(local_outputs[name] == data for name, data in written.items())  # whole files only
 
 
 def test_without_ray_the_cluster_option_is_one_line_saying_what_to_install(folder, monkeypatch):
