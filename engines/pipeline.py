@@ -128,17 +128,26 @@ class FileTask:
 
 @dataclass(frozen=True)
 class FileResult:
-    """What became of a task. error: why it failed or was skipped; stage: where it failed."""
+    """What became of a task.
+
+    error: why it failed (the exception raised, whatever its type) or was skipped (FileSkipped);
+    stage: where it failed.
+    """
 
     task: FileTask
     status: FileStatus
     seconds: float = 0.0
-    error: SrganError | None = None
+    error: Exception | None = None
     stage: Stage | None = None
 
     @property
     def detail(self) -> str:
-        return str(self.error) if self.error is not None else ""
+        """The reason in one line, naming the file."""
+        if self.error is None:
+            return ""
+        if isinstance(self.error, FileSkipped):
+            return str(self.error)
+        return str(as_file_error(self.task.source, self.error))
 
 
 class FileSkipped(Exception):
@@ -298,11 +307,11 @@ class FilePipeline:
         try:
             picture = read.result()
         except FileSkipped as skipped:
-            return FileResult(task, FileStatus.SKIPPED, 0.0, SrganError(str(skipped)))
+            return FileResult(task, FileStatus.SKIPPED, 0.0, skipped)
         except Exception as error:  # noqa: BLE001 - any failure is this file's failure
             return _failed(task, error, began, Stage.READ)
         if isinstance(picture, FileSkipped):
-            return FileResult(task, FileStatus.SKIPPED, 0.0, SrganError(str(picture)))
+            return FileResult(task, FileStatus.SKIPPED, 0.0, picture)
         observer = self.observer
         if observer is not None:
             observer.begin(task)
@@ -349,8 +358,8 @@ def _busy(writing: deque[_Writing | FileResult], settings: PipelineSettings) -> 
     )
 
 
-def _failed(task: FileTask, error: BaseException, began: float, stage: Stage) -> FileResult:
-    return FileResult(task, FileStatus.FAILED, time.perf_counter() - began, as_file_error(task.source, error), stage)
+def _failed(task: FileTask, error: Exception, began: float, stage: Stage) -> FileResult:
+    return FileResult(task, FileStatus.FAILED, time.perf_counter() - began, error, stage)
 
 
 def as_file_error(source: Path, error: BaseException) -> SrganError:

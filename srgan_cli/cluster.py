@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import socket
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from itertools import islice
 from pathlib import Path
@@ -132,11 +133,22 @@ class Worker:
     def process(self, tasks: list[FileTask]) -> tuple[str, list[FileResult]]:
         """Run a batch through the pipeline; the results of the files finished before a `halt`."""
         with self.lock:  # the model is used by one batch at a time
-            return self.name, list(self.pipeline.run(tasks, cancel=self.stop))
+            return self.name, [_portable(result) for result in self.pipeline.run(tasks, cancel=self.stop)]
 
     def halt(self) -> None:
         """Stop between files: the image in hand is abandoned, results being written are finished."""
         self.stop.set()
+
+
+def _portable(result: FileResult) -> FileResult:
+    """The result, with an error that cannot travel back to the driver replaced by its one line."""
+    if result.error is None:
+        return result
+    try:
+        pickle.dumps(result.error)
+    except Exception:  # noqa: BLE001 - any exception that does not pickle
+        return replace(result, error=SrganError(result.detail))
+    return result
 
 
 Report = Callable[[FileResult, str], None]

@@ -24,6 +24,7 @@ from srgan.engines import (
     OutputPlan,
     PipelineSettings,
     Precision,
+    SrganError,
     Upscaler,
     create_upscaler,
     default_model_path,
@@ -276,7 +277,7 @@ def _runnable(jobs: Iterable[Job], reporter: Reporter, tally: Tally) -> Iterator
 
 def report_result(result: FileResult, reporter: Reporter, tally: Tally, worker: str | None = None) -> None:
     """Count a pipeline result and tell the reporter; `worker` names the cluster worker that did it."""
-    detail = describe(result.error) if result.error is not None else ""
+    detail = describe(result.error) if isinstance(result.error, SrganError) else result.detail
     _count(tally, result.status, detail)
     task = result.task
     reporter.finish(task.source, task.target, result.status.value, detail, result.seconds, worker)
