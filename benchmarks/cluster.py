@@ -41,11 +41,12 @@ def make_folder(folder: Path, files: int, size: int) -> None:
         small.resize((size, size), Image.Resampling.BICUBIC).save(folder / f"image{index:03d}.png")
 
 
-def timed_command(command: list[str]) -> tuple[float, float, int]:
+def timed_command(command: list[str], threads: int) -> tuple[float, float, int]:
     """(wall seconds, steady seconds from first to last result, results) of a `--json` command."""
     started = time.perf_counter()
     arrivals = []
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as process:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env) as process:
         for line in process.stdout:
             if line.startswith("{") and json.loads(line)["event"] == "result":
                 arrivals.append(time.perf_counter())
@@ -101,6 +102,13 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--ray-data", action="store_true", help="also time the Ray Data map_batches design")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds; the best of each variant counts")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads of the local run and of each worker (--cpus-per-worker); 1 by default because on a"
+        " loaded 2-core machine two OpenMP threads ran the same files up to 20× slower than one",
+    )
     args = parser.parse_args()
     model = ["--model", str(args.model)] if args.model else []
     gpu = ["--gpus-per-worker", "1"] if args.device.startswith("cuda") else ["--gpus-per-worker", "0"]
@@ -109,17 +117,18 @@ def main() -> None:
         folder = Path(scratch) / "in"
         make_folder(folder, args.files, args.size)
         srgan = [sys.executable, "-m", "srgan.cli", "upscale", str(folder), "--json", "--device", args.device, *model]
+        cpus = ["--cpus-per-worker", str(args.threads)]
         variants = [
             ("srgan upscale (local)", []),
-            ("--cluster local --workers 1", ["--cluster", "local", "--workers", "1", *gpu]),
+            ("--cluster local --workers 1", ["--cluster", "local", "--workers", "1", *gpu, *cpus]),
         ]
         if not args.device.startswith("cuda"):
-            variants.append(("--cluster local --workers 2", ["--cluster", "local", "--workers", "2", *gpu]))
+            variants.append(("--cluster local --workers 2", ["--cluster", "local", "--workers", "2", *gpu, *cpus]))
         best: dict[str, tuple[float, float, int]] = {}
         for round_ in range(args.rounds):  # alternating rounds, best of each: a shared machine's load drifts
             for index, (label, extra) in enumerate(variants):
                 out = str(Path(scratch) / f"out{index}-{round_}")
-                timing = timed_command([*srgan, "-o", out, *extra])
+                timing = timed_command([*srgan, "-o", out, *extra], args.threads)
                 best[label] = min(best.get(label, timing), timing, key=lambda t: t[1])
         rows += list(best.items())
         if args.ray_data:
@@ -132,7 +141,10 @@ def main() -> None:
                 rows.append((f"Ray Data map_batches, {workers} actor(s)", timing))
             ray.shutdown()
     machine = platform.processor() or platform.machine()
-    print(f"{args.files} PNGs of {args.size}×{args.size}, {args.device}, {os.cpu_count()} cores, {machine}")
+    print(
+        f"{args.files} PNGs of {args.size}×{args.size}, {args.device}, {os.cpu_count()} cores, {machine},"
+        f" {args.threads} torch thread(s) per process"
+    )
     local_steady = rows[0][1][1] / (rows[0][1][2] - 1)
     print(f"{'variant':40} {'wall s':>7} {'files/s':>8} {'steady files/s':>15} {'vs local':>9} {'overhead/file':>14}")
     for label, (wall, steady, count) in rows:
