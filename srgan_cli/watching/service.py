@@ -36,11 +36,13 @@ from srgan.engines import (
     Stage,
     SrganError,
     Upscaler,
+    file_sha256,
     output_path,
     read_image,
     scale_label,
 )
-from srgan.engines.digest import file_sha256
+
+from ..advice import cli_message
 from .journal import Journal
 from .policy import is_candidate, scan
 
@@ -344,7 +346,8 @@ class WatchService:
             if result.stage is Stage.READ and _stat(prepared.path) != prepared.stat:
                 self._settle(prepared.path)  # still being written after all: try again once it settles
                 return
-            self._fail(prepared, result.detail)
+            error = result.error
+            self._fail(prepared, cli_message(error) if isinstance(error, SrganError) else result.detail)
             return
         self.journal.done(prepared.source, prepared.digest, str(task.target), result.seconds)
         self.tally.done += 1
