@@ -43,6 +43,7 @@ from .pipeline import (
     FileSkipped,
     FileStatus,
     FileTask,
+    Loaded,
     OutputOptions,
     PipelineObserver,
     PipelineSettings,
@@ -132,6 +133,7 @@ __all__ = [
     "FileResult",
     "FileStatus",
     "FileSkipped",
+    "Loaded",
     "Stage",
     "as_file_error",
     # planning inputs and outputs
