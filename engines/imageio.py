@@ -11,6 +11,8 @@ leaves a partial file.
 from __future__ import annotations
 
 import io
+import math
+import stat
 import struct
 import zlib
 from collections.abc import Callable
@@ -22,8 +24,25 @@ import numpy as np
 import tifffile
 from PIL import Image, UnidentifiedImageError
 
+from . import pam
 from .atomic import atomic_path
-from .errors import ImageReadError, ImageWriteError
+from .errors import ImageReadError, ImageWriteError, Setting
+from .image_checks import (
+    check_frames,
+    check_icc_profile,
+    check_output_folder,
+    check_tiff_samples,
+    describe_kind,
+    read_exif,
+    read_failure,
+    stated_dpi,
+    tiff_dpi,
+    write_failure,
+)
+
+# The formats Pillow may decode. Pillow knows dozens more (EPS runs Ghostscript; PSD, FITS,
+# ICNS and the like are parsers a hostile file could reach); srgan reads what it documents.
+_PILLOW_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF", "PPM")
 
 # This module enforces its own pixel limit, with a message that says how to lift it.
 Image.MAX_IMAGE_PIXELS = None
@@ -43,9 +62,6 @@ _EXTENSIONS = {
     ".pam": "pam",
 }
 FORMAT_EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "tiff": ".tif", "bmp": ".bmp", "pam": ".pam"}
-# Netpbm PAM: uncompressed 8- or 16-bit samples behind a text header; programs without image
-# libraries (the GIMP plug-in) exchange pixels through it at full precision.
-_PAM_TUPLE_TYPES = {1: "GRAYSCALE", 2: "GRAYSCALE_ALPHA", 3: "RGB", 4: "RGB_ALPHA"}
 _ORIENTATION_TAG = 0x0112
 # A TIFF's first IFD doubles as its EXIF; these tags describe the source file's layout and
 # would be wrong in any output, so they are not carried over.
@@ -108,13 +124,15 @@ def format_for(path: Path, requested: str | None = None) -> str:
         key = requested.lower().lstrip(".")
         key = _EXTENSIONS.get("." + key, key)
         if key not in FORMATS:
-            raise ImageWriteError(f"unknown output format '{requested}': use one of {', '.join(FORMATS)}")
+            raise ImageWriteError(
+                f"unknown output format '{requested}': it is one of {', '.join(FORMATS)}", setting=Setting.OUTPUT_FORMAT
+            )
         return key
     key = _EXTENSIONS.get(Path(path).suffix.lower())
     if key is None:
         raise ImageWriteError(
-            f"{path}: cannot tell the output format from '{Path(path).suffix}';"
-            " use .png, .jpg, .webp, .tif or .bmp, or --format"
+            f"{path}: cannot tell the output format from '{Path(path).suffix}' (.png, .jpg, .webp, .tif, .bmp)",
+            setting=Setting.OUTPUT_FORMAT,
         )
     return key
 
@@ -123,18 +141,18 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
     """Decode an image file, applying its EXIF orientation.
 
     max_pixels: refuse images with more pixels than this (0: no limit).
-    Raises ImageReadError, naming the file and the fix, for a missing file, a file that is not
-    an image, a truncated or corrupt one, a zero-size one or one over the pixel limit.
+    Raises ImageReadError, naming the file and what is wrong, for anything that is not one
+    readable still image: a missing file, something other than a regular file, a file that is
+    not an image, a truncated or corrupt one, a zero-size one, one over the pixel limit, an
+    animation or multi-page file, channels that would be lost, or metadata that contradicts
+    itself. No other exception escapes for a bad file.
     """
     path = Path(path)
-    if not path.exists():
-        raise ImageReadError(f"{path}: file not found; check the path")
-    if path.is_dir():
-        raise ImageReadError(f"{path}: is a folder; pass image files, or the folder with --recursive")
+    _open_head(path)
     try:
         data = path.read_bytes()
     except OSError as error:
-        raise ImageReadError(f"{path}: cannot read the file ({_first_line(error)}); check its permissions") from None
+        raise read_failure(path, error) from None
     return decode_image(data, max_pixels, name=str(path))
 
 
@@ -142,122 +160,206 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = 
     """Decode an encoded image held in memory (an object store's bytes), as `read_image` does a file.
 
     name: how messages call the image (its path or URL).
-    Raises ImageReadError, naming `name`, for bytes that are empty, not an image, truncated or
-    corrupt, of zero size or over the pixel limit.
+    Raises ImageReadError naming `name` for bytes that are not one readable still image, as
+    `read_image` does; no other exception escapes for bad bytes.
     """
+    source = _Source(name, data)
     if not data:
         raise ImageReadError(f"{name}: file is empty (0 bytes); re-export or re-download it")
-    if data[:3] == b"P7\n":
-        return Picture(pixels=_read_pam(data, name, max_pixels))
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            _check_size(name, image.size, max_pixels)
-            pixels = _decode(name, data, image)
-            icc_profile = image.info.get("icc_profile") or None
-            if image.mode == "CMYK":
-                icc_profile = None  # a CMYK profile does not describe the RGB pixels we made
-            exif = image.getexif()
-            if image.format == "TIFF":
-                for tag in _TIFF_STRUCTURE_TAGS:
-                    exif.pop(tag, None)
-            dpi = _dpi(image.info.get("dpi"))
+        if data.startswith(pam.MAGIC):
+            return _read_pam(source, max_pixels)
+        return _read_with_pillow(source, max_pixels)
+    except ImageReadError:
+        raise
+    except Exception as error:  # the contract: a bad file is an ImageReadError, whatever the decoder raised
+        raise read_failure(source, error) from error
+
+
+class _Source:
+    """An image's bytes and the name messages call it by, where the decoders below once took a
+    path: `str()` gives the name, and the bytes are read as a file's would be."""
+
+    def __init__(self, name: str, data: bytes) -> None:
+        self.name = name
+        self.data = data
+
+    def __str__(self) -> str:
+        return self.name
+
+    def read_bytes(self) -> bytes:
+        return self.data
+
+    def open(self, mode: str = "rb") -> io.BytesIO:
+        return io.BytesIO(self.data)
+
+
+def _open_head(path: Path) -> bytes:
+    """The first bytes of a regular, non-empty file; ImageReadError for anything else."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: file not found; check the path") from None
+    except OSError as error:
+        raise ImageReadError(f"{path}: cannot be read ({error.strerror}); check the path") from None
+    if stat.S_ISDIR(mode):
+        raise ImageReadError(f"{path}: is a folder, not an image file", setting=Setting.RECURSIVE)
+    if not stat.S_ISREG(mode):
+        # reading a pipe or a device could block forever or never end
+        raise ImageReadError(f"{path}: is {describe_kind(path)}, not an image file; pass image files")
+    try:
+        with path.open("rb") as stream:
+            head = stream.read(16)
+    except OSError as error:
+        raise read_failure(path, error) from None
+    if not head:
+        raise ImageReadError(f"{path}: file is empty (0 bytes); re-export or re-download it")
+    return head
+
+
+def _read_pam(path: _Source, max_pixels: int) -> Picture:
+    data = path.read_bytes()
+    header = pam.parse_header(path, data)
+    _check_size(path, (header.width, header.height), max_pixels)
+    return Picture(pixels=pam.read_pixels(path, data, header))
+
+
+def _read_with_pillow(path: _Source, max_pixels: int) -> Picture:
+    try:
+        image = Image.open(path.open(), formats=_PILLOW_FORMATS)
     except UnidentifiedImageError:
-        if _is_tiff(data):
-            return _read_tiff_without_pillow(data, name, max_pixels)
-        raise ImageReadError(f"{name}: not an image file that can be read; use PNG, JPEG, WebP, TIFF or BMP") from None
-    except (OSError, ValueError, SyntaxError, struct.error, zlib.error, RuntimeError) as error:
-        raise ImageReadError(
-            f"{name}: truncated or corrupt image ({_first_line(error)}); re-export or re-download it"
-        ) from None
-    if 0 in pixels.shape[:2]:
-        raise ImageReadError(f"{name}: image has zero size; nothing to upscale")
-    orientation = exif.get(_ORIENTATION_TAG, 1)
+        if _is_tiff(path):
+            return _read_tiff_without_pillow(path, max_pixels)
+        raise ImageReadError(f"{path}: not an image file that can be read; use PNG, JPEG, WebP, TIFF or BMP") from None
+    with image:
+        _check_size(path, image.size, max_pixels)
+        check_frames(path, image)
+        if image.format == "TIFF":
+            _check_pillow_tiff(path, image)
+        pixels = _checked_pixels(path, _decode(path, image))
+        icc_profile = check_icc_profile(path, image.info.get("icc_profile"))
+        if image.mode == "CMYK":
+            icc_profile = None  # a CMYK profile does not describe the RGB pixels we made
+        exif, orientation = read_exif(path, image, _TIFF_STRUCTURE_TAGS if image.format == "TIFF" else ())
+        dpi = _pillow_dpi(path, image)
     pixels = apply_orientation(pixels, orientation)
-    if orientation != 1:
+    if orientation != 1 or _ORIENTATION_TAG in exif:
         exif[_ORIENTATION_TAG] = 1
     return Picture(pixels=pixels, icc_profile=icc_profile, exif=exif.tobytes() if len(exif) else None, dpi=dpi)
 
 
-def _is_tiff(data: bytes) -> bool:
-    return data[:4] in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
+def _check_pillow_tiff(path: _Source, image: Image.Image) -> None:
+    tags = image.tag_v2
+    extra = tags.get(338, ())
+    check_tiff_samples(
+        path, int(tags.get(277, 1)), tags.get(262), tuple(extra) if isinstance(extra, tuple) else (extra,)
+    )
+    bits = _tiff_bits(image)
+    if bits > 8 and bits != 16:
+        raise ImageReadError(f"{path}: TIFF with {bits} bits per sample is not supported; save it as 8- or 16-bit")
 
 
-def _read_tiff_without_pillow(data: bytes, name: str, max_pixels: int) -> Picture:
-    """TIFFs Pillow cannot open (16-bit gray with alpha, for one), read with tifffile alone."""
-    try:
-        with tifffile.TiffFile(io.BytesIO(data)) as tiff:
-            page = tiff.pages[0]
-            _check_size(name, (page.imagewidth, page.imagelength), max_pixels)
-            pixels = page.asarray()
-            icc_tag = page.tags.get(34675)
-            icc_profile = bytes(icc_tag.value) if icc_tag is not None else None
-    except (tifffile.TiffFileError, ValueError, OSError) as error:
-        raise ImageReadError(f"{name}: truncated or corrupt TIFF ({_first_line(error)}); re-export it") from None
-    if pixels.dtype not in (np.uint8, np.uint16) or pixels.ndim not in (2, 3) or _channels_last(pixels).shape[2] > 4:
+def _tiff_bits(image: Image.Image) -> int:
+    """The largest BitsPerSample of a TIFF opened by Pillow (1 when not stated)."""
+    bits = image.tag_v2.get(258, 1)
+    return int(max(bits)) if isinstance(bits, tuple) and bits else int(bits) if isinstance(bits, int) else 1
+
+
+def _pillow_dpi(path: _Source, image: Image.Image) -> tuple[float, float] | None:
+    if image.format == "TIFF":
+        # Pillow reports 1 DPI for a TIFF without resolution tags; only what the file states counts.
+        tags = image.tag_v2
+        return tiff_dpi(path, tags.get(282), tags.get(283), tags.get(296))
+    return stated_dpi(path, image.info.get("dpi"))
+
+
+def _checked_pixels(path: _Source, pixels: np.ndarray) -> np.ndarray:
+    """Decoded pixels as H×W×C with C 1-4, uint8 or uint16; ImageReadError otherwise."""
+    pixels = _channels_last(pixels)
+    if pixels.dtype not in (np.uint8, np.uint16) or pixels.ndim != 3 or not 1 <= pixels.shape[2] <= 4:
         raise ImageReadError(
-            f"{name}: TIFF with {pixels.dtype} samples of shape {pixels.shape} is not supported;"
+            f"{path}: {pixels.dtype} samples of shape {pixels.shape} are not supported;"
             " save it as 8- or 16-bit gray or RGB, with or without alpha"
         )
-    return Picture(pixels=_channels_last(pixels), icc_profile=icc_profile)
+    if 0 in pixels.shape[:2]:
+        raise ImageReadError(f"{path}: image has zero size; nothing to upscale")
+    return pixels
 
 
-def _read_pam(data: bytes, name: str, max_pixels: int) -> np.ndarray:
-    end = data.find(b"ENDHDR\n")
-    fields: dict[str, str] = {}
-    for line in data[3 : max(end, 3)].decode("ascii", "replace").splitlines():
-        key, _, value = line.strip().partition(" ")
-        if key and not key.startswith("#"):
-            fields[key] = value.strip()
-    try:
-        width, height, depth, peak = (int(fields[key]) for key in ("WIDTH", "HEIGHT", "DEPTH", "MAXVAL"))
-    except (KeyError, ValueError):
-        raise ImageReadError(f"{name}: PAM header is incomplete (needs WIDTH, HEIGHT, DEPTH, MAXVAL, ENDHDR)") from None
-    _check_size(name, (width, height), max_pixels)
-    if end < 0 or depth not in _PAM_TUPLE_TYPES or peak not in (255, 65535):
-        raise ImageReadError(
-            f"{name}: unsupported PAM (depth {depth}, maxval {peak}); use depth 1-4 and maxval 255 or 65535"
-        )
-    dtype = np.dtype(">u2") if peak == 65535 else np.dtype(np.uint8)
-    body = data[end + 7 :]
-    expected = width * height * depth * dtype.itemsize
-    if len(body) < expected:
-        raise ImageReadError(f"{name}: truncated PAM ({len(body)} of {expected} bytes of pixels); re-export it")
-    pixels = np.frombuffer(body[:expected], dtype=dtype).reshape(height, width, depth)
-    return pixels.astype(np.uint16 if peak == 65535 else np.uint8)
+def _is_tiff(path: _Source) -> bool:
+    with path.open("rb") as stream:
+        return stream.read(4) in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
 
 
-def _write_pam(picture: Picture, stream: BinaryIO) -> None:
-    pixels = picture.pixels
-    height, width, depth = pixels.shape
-    deep = pixels.dtype == np.uint16
-    header = (
-        f"P7\nWIDTH {width}\nHEIGHT {height}\nDEPTH {depth}\nMAXVAL {65535 if deep else 255}\n"
-        f"TUPLTYPE {_PAM_TUPLE_TYPES[depth]}\nENDHDR\n"
-    )
-    stream.write(header.encode("ascii") + pixels.astype(">u2" if deep else np.uint8).tobytes())
+def _read_tiff_without_pillow(path: _Source, max_pixels: int) -> Picture:
+    """TIFFs Pillow cannot open (16-bit gray with alpha, for one), read with tifffile alone."""
+    with tifffile.TiffFile(path.open()) as tiff:
+        pages = [page for page in tiff.pages if not page.is_reduced]
+        if len(pages) > 1:
+            raise ImageReadError(
+                f"{path}: multi-page TIFF with {len(pages)} frames; srgan upscales still images only:"
+                " extract the frames first and upscale them as separate files"
+            )
+        page = tiff.pages.first
+        _check_size(path, (page.imagewidth, page.imagelength), max_pixels)
+        check_tiff_samples(path, page.samplesperpixel, int(page.photometric), tuple(page.extrasamples))
+        if page.bitspersample not in (8, 16):
+            raise ImageReadError(
+                f"{path}: TIFF with {page.bitspersample} bits per sample is not supported; save it as 8- or 16-bit"
+            )
+        pixels = _tiff_page_pixels(path, page)
+        icc_tag = page.tags.get(34675)
+        icc_profile = check_icc_profile(path, bytes(icc_tag.value) if icc_tag is not None else None)
+        dpi = _tifffile_dpi(path, page)
+    return Picture(pixels=pixels, icc_profile=icc_profile, dpi=dpi)
 
 
-def _check_size(name: str, size: tuple[int, int], max_pixels: int) -> None:
+def _tiff_page_pixels(path: _Source, page: tifffile.TiffPage) -> np.ndarray:
+    """A TIFF page's samples as H×W×C, whether stored pixel by pixel or plane by plane."""
+    pixels = page.asarray()
+    axes = page.axes
+    if axes == "SYX":
+        pixels = np.moveaxis(pixels, 0, -1)
+    elif axes not in ("YX", "YXS"):
+        raise ImageReadError(f"{path}: TIFF page with axes {axes} is not supported; save it as one 2-D image")
+    return _checked_pixels(path, pixels)
+
+
+def _tifffile_dpi(path: _Source, page: tifffile.TiffPage) -> tuple[float, float] | None:
+    def value(code: int) -> object:
+        tag = page.tags.get(code)
+        if tag is None:
+            return None
+        raw = tag.value
+        if isinstance(raw, tuple) and len(raw) == 2:
+            return raw[0] / raw[1] if raw[1] else math.nan
+        return raw
+
+    return tiff_dpi(path, value(282), value(283), value(296))
+
+
+def _check_size(path: _Source, size: tuple[int, int], max_pixels: int) -> None:
     width, height = size
     if width == 0 or height == 0:
-        raise ImageReadError(f"{name}: image has zero size ({width}×{height}); nothing to upscale")
+        raise ImageReadError(f"{path}: image has zero size ({width}×{height}); nothing to upscale")
     if max_pixels and width * height > max_pixels:
         raise ImageReadError(
-            f"{name}: {width}×{height} is {width * height:,} pixels, over the limit of {max_pixels:,}"
-            " that guards against decompression bombs; pass --max-pixels to raise it"
+            f"{path}: {width}×{height} is {width * height:,} pixels, over the limit of {max_pixels:,}"
+            " that guards against decompression bombs",
+            setting=Setting.MAX_PIXELS,
         )
 
 
-def _decode(name: str, data: bytes, image: Image.Image) -> np.ndarray:
+def _decode(path: _Source, image: Image.Image) -> np.ndarray:
     """Pixels of the first frame as H×W×C uint8 or uint16."""
     if _is_16_bit(image):
         if image.format == "PNG":
             import imagecodecs  # only 16-bit PNGs need it, and it is slow to import
 
-            array = imagecodecs.png_decode(data)
-        else:
-            array = tifffile.imread(io.BytesIO(data), key=0)
-        return _channels_last(array.astype(np.uint16, copy=False))
+            array = imagecodecs.png_decode(path.read_bytes())
+            return _channels_last(array.astype(np.uint16, copy=False))
+        with tifffile.TiffFile(path.open()) as tiff:
+            return _tiff_page_pixels(path, tiff.pages.first).astype(np.uint16, copy=False)
     image.load()
     mode = image.mode
     if mode == "P" or mode == "PA":
@@ -265,7 +367,7 @@ def _decode(name: str, data: bytes, image: Image.Image) -> np.ndarray:
         image = image.convert("RGBA" if has_alpha else "RGB")
     elif mode in ("1", "I", "F", "I;16", "I;16B", "I;16L"):
         if mode != "1":
-            raise ImageReadError(f"{name}: pixel mode {mode} is not supported; save the image as 8- or 16-bit")
+            raise ImageReadError(f"{path}: pixel mode {mode} is not supported; save the image as 8- or 16-bit")
         image = image.convert("L")
     elif mode == "La":
         image = image.convert("LA")
@@ -275,7 +377,10 @@ def _decode(name: str, data: bytes, image: Image.Image) -> np.ndarray:
 
 
 def _is_16_bit(image: Image.Image) -> bool:
-    if image.format not in ("PNG", "TIFF") or not image.tile:
+    if image.format == "TIFF":
+        # The tag, not Pillow's raw mode: Pillow reads planar 16-bit TIFFs as 8-bit planes.
+        return _tiff_bits(image) == 16
+    if image.format != "PNG" or not image.tile:
         return False
     args = image.tile[0].args
     rawmode = args[0] if isinstance(args, tuple) else args
@@ -284,12 +389,6 @@ def _is_16_bit(image: Image.Image) -> bool:
 
 def _channels_last(array: np.ndarray) -> np.ndarray:
     return array[:, :, None] if array.ndim == 2 else array
-
-
-def _dpi(value: object) -> tuple[float, float] | None:
-    if isinstance(value, tuple) and len(value) == 2:
-        return (float(value[0]), float(value[1]))
-    return None
 
 
 _ORIENTATIONS: dict[int, Callable[[np.ndarray], np.ndarray]] = {
@@ -350,21 +449,69 @@ def write_image(
     Raises ImageWriteError naming the file and the fix; no file is left at `path` on failure.
     """
     path = Path(path)
+    if not 0 <= png_compression <= 9:
+        raise ValueError(f"PNG compression must be 0-9, not {png_compression}")
     key = format_for(path, image_format)
-    picture = _prepare_for(picture, key, png_compression, size, str(path))
+    if size is not None:
+        picture = replace(picture, pixels=resize_pixels(picture.pixels, *size))
+    picture = _fit_format(path, picture, key)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ImageWriteError(
-            f"{path.parent}: cannot create the output folder ({error.strerror}); choose another"
-        ) from None
+        check_output_folder(path.parent)  # names what stands in the way, if anything does
+        raise write_failure(path.parent, error) from None
+    try:
+        taken = path.exists() and not path.is_file()
+    except OSError as error:  # a name too long, for one
+        raise write_failure(path, error) from None
+    if taken:  # os.replace would put the image in place of a device node or fail on a folder
+        raise ImageWriteError(f"{path}: is {describe_kind(path)}, not an image file", setting=Setting.OUTPUT)
     try:
         with atomic_path(path) as temporary, temporary.open("wb") as stream:
             _encode(picture, stream, key, quality, png_compression)
     except OSError as error:
+        raise write_failure(path, error) from None
+    except Exception as error:  # an encoder's own failure is this file's failure, in one line
         raise ImageWriteError(
-            f"{path}: cannot write the image ({_first_line(error)}); check the folder's permissions and free space"
-        ) from None
+            f"{path}: cannot encode the image as {FORMATS[key]} ({type(error).__name__}: {_first_line(error)})"
+        ) from error
+
+
+# Largest side each format can store; beyond it the encoder fails after all the work is done.
+_MAX_SIDE = {"webp": 16383, "jpeg": 65535}
+# JFIF stores the resolution in 16 bits.
+_MAX_STORED_DPI = {"jpeg": 65535.0}
+
+
+def _fit_format(path: Path, picture: Picture, key: str) -> Picture:
+    """Reduce a picture to what the format can hold."""
+    pixels = picture.pixels
+    if key not in ("png", "tiff", "pam") and pixels.dtype == np.uint16:
+        pixels = ((pixels.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    if key == "jpeg" and pixels.shape[2] in (2, 4):
+        alpha = pixels[:, :, -1]
+        if alpha.min() < np.iinfo(pixels.dtype).max:
+            raise ImageWriteError(
+                f"{path}: JPEG cannot store the image's transparency; PNG, WebP and TIFF can",
+                setting=Setting.OUTPUT_FORMAT,
+                suggestion="png",
+            )
+        pixels = pixels[:, :, :-1]
+    limit = _MAX_SIDE.get(key)
+    if limit is not None and max(pixels.shape[:2]) > limit:
+        raise ImageWriteError(
+            f"{path}: {FORMATS[key]} holds at most {limit} pixels a side and the image is"
+            f" {pixels.shape[1]} × {pixels.shape[0]}; PNG and TIFF can hold it",
+            setting=Setting.OUTPUT_FORMAT,
+            suggestion="png",
+        )
+    dpi = picture.dpi
+    if dpi is not None and not all(math.isfinite(v) and 0 < v <= _MAX_STORED_DPI.get(key, math.inf) for v in dpi):
+        # JFIF stores 16 bits: a rarer, larger resolution is left out rather than failing the image
+        dpi = None
+    if key == "webp" and pixels.shape[2] in (1, 2):
+        pixels = np.repeat(pixels, [3, 1][: pixels.shape[2]], axis=2)
+    return replace(picture, pixels=pixels, dpi=dpi)
 
 
 def encode_image(
@@ -381,44 +528,26 @@ def encode_image(
     name: how messages call the output (its path or URL).
     Raises ImageWriteError for an unknown format or a picture the format cannot hold.
     """
-    key = format_for(Path(name), image_format)
-    stream = io.BytesIO()
-    _encode(_prepare_for(picture, key, png_compression, size, name), stream, key, quality, png_compression)
-    return stream.getvalue()
-
-
-def _prepare_for(
-    picture: Picture, key: str, png_compression: int, size: tuple[int, int] | None, name: str
-) -> Picture:
-    """The picture resampled to `size` and reduced to what format `key` can hold."""
     if not 0 <= png_compression <= 9:
         raise ValueError(f"PNG compression must be 0-9, not {png_compression}")
+    key = format_for(Path(name), image_format)
     if size is not None:
         picture = replace(picture, pixels=resize_pixels(picture.pixels, *size))
-    return _fit_format(name, picture, key)
-
-
-def _fit_format(name: str, picture: Picture, key: str) -> Picture:
-    """Reduce a picture to what the format can hold."""
-    pixels = picture.pixels
-    if key not in ("png", "tiff", "pam") and pixels.dtype == np.uint16:
-        pixels = ((pixels.astype(np.uint32) + 128) // 257).astype(np.uint8)
-    if key == "jpeg" and pixels.shape[2] in (2, 4):
-        alpha = pixels[:, :, -1]
-        if alpha.min() < np.iinfo(pixels.dtype).max:
-            raise ImageWriteError(
-                f"{name}: JPEG cannot store the image's transparency; write .png, .webp or .tif, or use --format png"
-            )
-        pixels = pixels[:, :, :-1]
-    if key == "webp" and pixels.shape[2] in (1, 2):
-        pixels = np.repeat(pixels, [3, 1][: pixels.shape[2]], axis=2)
-    return replace(picture, pixels=pixels)
+    picture = _fit_format(Path(name), picture, key)
+    stream = io.BytesIO()
+    try:
+        _encode(picture, stream, key, quality, png_compression)
+    except Exception as error:  # an encoder's own failure, in one line
+        raise ImageWriteError(
+            f"{name}: cannot encode the image as {FORMATS[key]} ({type(error).__name__}: {_first_line(error)})"
+        ) from error
+    return stream.getvalue()
 
 
 def _encode(picture: Picture, stream: BinaryIO, key: str, quality: int, png_compression: int) -> None:
     """Encode to an open binary stream (a temporary file or memory): one encoder for both."""
     if key == "pam":
-        _write_pam(picture, stream)
+        stream.write(pam.encode_pam(picture.pixels))
         return
     if picture.pixels.dtype == np.uint16:
         if key == "png":

@@ -162,7 +162,17 @@ class PipelineObserver(Protocol):
     def tiles(self, task: FileTask, done: int, total: int) -> None: ...
 
 
-Loader = Callable[[FileTask], Picture]
+@dataclass(frozen=True)
+class Loaded:
+    """What a loader may return instead of a bare Picture: the picture and where its result goes,
+    for a caller that decides the output only once the input is read (a watcher consulting its
+    journal). The task's result then carries that target."""
+
+    picture: Picture
+    target: Path
+
+
+Loader = Callable[[FileTask], "Picture | Loaded"]
 """Decodes a task's input on a reader thread; may raise FileSkipped or any error."""
 
 
@@ -290,7 +300,7 @@ class FilePipeline:
             # is written is whole, and what is not is not there.
             writer.shutdown(wait=True, cancel_futures=True)
 
-    def _load(self, task: FileTask) -> Picture | FileSkipped:
+    def _load(self, task: FileTask) -> Picture | Loaded | FileSkipped:
         if task.skip_existing and task.target.exists():
             return FileSkipped(f"{task.target} exists")
         return self.loader(task)
@@ -312,6 +322,8 @@ class FilePipeline:
             return _failed(task, error, began, Stage.READ)
         if isinstance(picture, FileSkipped):
             return FileResult(task, FileStatus.SKIPPED, 0.0, picture)
+        if isinstance(picture, Loaded):
+            task, picture = replace(task, target=picture.target), picture.picture
         observer = self.observer
         if observer is not None:
             observer.begin(task)

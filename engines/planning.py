@@ -74,14 +74,18 @@ def iter_inputs(arguments: Sequence[str], recursive: bool) -> Iterator[InputFile
     """
     seen: set[int] = set()
     for argument in arguments:
-        for item in _expand(argument, recursive):
-            if isinstance(item, Job):
-                yield item
-                continue
-            key = _digest(item.path)
-            if key not in seen:
-                seen.add(key)
-                yield item
+        try:
+            for item in _expand(argument, recursive):
+                if isinstance(item, Job):
+                    yield item
+                    continue
+                key = _digest(item.path)
+                if key not in seen:
+                    seen.add(key)
+                    yield item
+        except (OSError, RuntimeError) as error:  # a name too long, a folder that cannot be listed, a link loop
+            reason = getattr(error, "strerror", None) or error
+            yield Job(Path(argument), None, ImageReadError(f"{argument}: cannot be read ({reason}); check the path"))
 
 
 def _expand(argument: str, recursive: bool) -> Iterator[InputFile | Job]:
@@ -153,8 +157,21 @@ def plan_jobs(inputs: Iterable[InputFile | Job], plan: OutputPlan, sources: set[
         if isinstance(item, Job):
             yield item
             continue
-        target = plan.output if plan.to_file and plan.output is not None else output_path(item, plan)
-        key = _digest(target)
+        try:
+            target = plan.output if plan.to_file and plan.output is not None else output_path(item, plan)
+            key = _digest(target)
+            exists = target.exists()
+        except SrganError as error:
+            yield Job(item.path, None, error)
+            continue
+        except (OSError, RuntimeError) as error:  # a name too long; a symlink loop (RuntimeError)
+            reason = getattr(error, "strerror", None) or error
+            problem = ImageWriteError(
+                f"{item.path}: its output name cannot be used ({reason}); choose a shorter name template",
+                setting=Setting.NAME_TEMPLATE,
+            )
+            yield Job(item.path, None, problem)
+            continue
         if key in sources:
             problem = ImageWriteError(
                 f"{target}: the output would overwrite an input; choose another output folder or name template",
@@ -169,7 +186,7 @@ def plan_jobs(inputs: Iterable[InputFile | Job], plan: OutputPlan, sources: set[
             yield Job(item.path, target, problem)
         else:
             claimed.add(key)
-            yield Job(item.path, target, skip=not plan.overwrite and target.exists())
+            yield Job(item.path, target, skip=not plan.overwrite and exists)
 
 
 def input_digests(inputs: Iterable[InputFile | Job]) -> set[int]:
@@ -185,14 +202,27 @@ def scale_label(requested: float | None, model_scale: int) -> str:
 def output_path(item: InputFile, plan: OutputPlan) -> Path:
     """Where an input's result goes: the plan's folder (mirroring the input's place under its
     root) or beside the input, named by the template ({scale}: the output's factor), with the
-    format's extension or the input's."""
+    format's extension or the input's.
+
+    Raises ImageWriteError when the path would land outside that folder (a template checked
+    by the front end cannot, but this is the last word on where files go).
+    """
     extension = FORMAT_EXTENSIONS[plan.image_format] if plan.image_format else item.path.suffix
     name = plan.name_template.format(stem=item.path.stem, scale=plan.scale_label) + extension
     if plan.output is None:
-        return item.path.parent / name
-    if item.root is not None:
-        return plan.output / item.path.parent.relative_to(item.root) / name
-    return plan.output / name
+        folder = item.path.parent
+    elif item.root is not None:
+        folder = plan.output / item.path.parent.relative_to(item.root)
+    else:
+        folder = plan.output
+    target = folder / name
+    top = plan.output if plan.output is not None else folder
+    if not target.resolve().is_relative_to(top.resolve()) or target.resolve() == top.resolve():
+        raise ImageWriteError(
+            f"{target}: the output name leads outside {top}; choose a name without separators or '..'",
+            setting=Setting.NAME_TEMPLATE,
+        )
+    return target
 
 
 @dataclass

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
+import traceback
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -14,10 +16,12 @@ import typer
 from srgan.engines import (
     DEFAULT_NAME,
     IMAGE_EXTENSIONS,
+    BackendKind,
     FilePipeline,
     FileResult,
     FileStatus,
     FileTask,
+    InputSurvey,
     Job,
     LoadedModel,
     OutputOptions,
@@ -26,6 +30,7 @@ from srgan.engines import (
     Precision,
     SrganError,
     Upscaler,
+    check_output_folder,
     create_upscaler,
     default_model_path,
     format_for,
@@ -58,8 +63,9 @@ from .options import (
     PrecisionOption,
     TileOption,
 )
+from .advice import cli_message
 from .cluster import Address, ClusterSettings, WorkerSettings, import_ray, run_on_cluster
-from .reporting import JsonReporter, Reporter, RichReporter, Tally, describe
+from .reporting import JsonReporter, Reporter, RichReporter, Tally, printable
 from .state import CliState, UsageProblem
 
 
@@ -94,7 +100,7 @@ def upscale(
     batch: BatchOption = DEFAULT_BATCH,
     device: DeviceOption = "auto",
     precision: PrecisionOption = Precision.AUTO,
-    backend: BackendOption = "auto",
+    backend: BackendOption = BackendKind.AUTO,
     engines_dir: EnginesDirOption = None,
     max_pixels: MaxPixelsOption = DEFAULT_MAX,
     json_lines: JsonOption = False,
@@ -140,12 +146,10 @@ def upscale(
         raise UsageProblem("--workers, --gpus-per-worker and --cpus-per-worker need --cluster")
     if cluster is not None:
         import_ray()  # before any work: a missing Ray is a one-line error
+    survey = survey_inputs(inputs, recursive)
+    to_file = _check_output(output, survey, len(inputs))
     loaded = load_model_option(model)
     upscaler = None if cluster else create_upscaler(loaded, device, precision, settings, backend, engines_dir)
-    survey = survey_inputs(inputs, recursive)
-    to_file = output_is_file(output, survey.first, survey.files, len(inputs))
-    if output is not None and not to_file and not output.is_dir() and output.suffix.lower() in IMAGE_EXTENSIONS:
-        raise UsageProblem(f"-o {output} names one image file, but the inputs are several; give a folder")
     if to_file and format_key is None:
         format_key = format_for(output)
     options = OutputOptions(format_key, quality, png_compression, scale, name)
@@ -153,7 +157,8 @@ def upscale(
     jobs = plan_jobs(iter_inputs(inputs, recursive), plan, survey.digests)
     reporter: Reporter = JsonReporter() if json_lines else RichReporter()
     if upscaler is not None:
-        tally = run_jobs(jobs, survey.items, upscaler, reporter, options, max_pixels, str(loaded.info.path))
+        model_label = str(loaded.info.path)
+        tally = run_jobs(jobs, survey.items, upscaler, reporter, options, max_pixels, model_label, state.debug)
     else:
         where = ClusterSettings(cluster or "local", workers, gpus_per_worker, cpus_per_worker)
         worker = WorkerSettings(
@@ -167,9 +172,25 @@ def upscale(
             max_pixels,
             cpus_per_worker or _default_cpus(where),
         )
-        tally = run_jobs_on_cluster(jobs, survey.items, where, worker, reporter, overwrite, str(loaded.info.path))
+        tally = run_jobs_on_cluster(
+            jobs, survey.items, where, worker, reporter, overwrite, str(loaded.info.path), state.debug
+        )
     if tally.failed:
         raise typer.Exit(1)
+
+
+def _check_output(output: Path | None, survey: InputSurvey, arguments_count: int) -> bool:
+    """Whether -o names one output file; a usage error when it cannot serve, before any work."""
+    if output is None:
+        return False
+    try:
+        to_file = output_is_file(output, survey.first, survey.files, arguments_count)
+        if not to_file and not output.is_dir() and output.suffix.lower() in IMAGE_EXTENSIONS:
+            raise UsageProblem(f"-o {output} names one image file, but the inputs are several; give a folder")
+        check_output_folder(output.parent if to_file else output)
+    except OSError as error:
+        raise UsageProblem(f"-o {output}: {error.strerror or error}; choose another output") from None
+    return to_file
 
 
 def _default_cpus(cluster: ClusterSettings) -> float:
@@ -187,6 +208,7 @@ def run_jobs_on_cluster(
     reporter: Reporter,
     overwrite: bool,
     model_label: str,
+    debug: bool = False,
 ) -> Tally:
     """`run_jobs` on Ray workers: the same reports, summary and tally, each result naming its worker."""
     tally = Tally()
@@ -200,7 +222,7 @@ def run_jobs_on_cluster(
             cluster,
             worker,
             reporter,
-            lambda result, name: report_result(result, reporter, tally, name or None),
+            lambda result, name: report_result(result, reporter, tally, name or None, debug),
         )
     finally:
         reporter.close()
@@ -216,9 +238,14 @@ def run_jobs(
     options: OutputOptions,
     max_pixels: int,
     model_label: str,
+    debug: bool = False,
 ) -> Tally:
     """Process every job through the core's pipeline, reporting as it goes; a failed job never
-    stops the others. Jobs that need no work (skipped, refused by plan) are reported as they come."""
+    stops the others. Jobs that need no work (skipped, refused by plan) are reported as they come.
+
+    Any exception raised while reading, upscaling or writing one input (not only the project's
+    own errors) is that input's failure, reported in one line; `debug` also prints its
+    traceback. KeyboardInterrupt still ends the batch."""
     tally = Tally()
     started = time.perf_counter()
     reporter.start(total, model_label, upscaler.backend.name)
@@ -228,7 +255,7 @@ def run_jobs(
     pipeline = FilePipeline(upscaler, options, settings, _Progress(reporter))
     try:
         for result in pipeline.run(_runnable(jobs, reporter, tally)):
-            report_result(result, reporter, tally)
+            report_result(result, reporter, tally, debug=debug)
     finally:
         reporter.close()
     reporter.summary(tally, time.perf_counter() - started)
@@ -264,7 +291,7 @@ def _runnable(jobs: Iterable[Job], reporter: Reporter, tally: Tally) -> Iterator
     for job in jobs:
         if job.problem is not None or job.target is None:
             reporter.begin(job.source)
-            reason = describe(job.problem) if job.problem is not None else f"{job.source}: no output planned"
+            reason = cli_message(job.problem) if job.problem is not None else f"{job.source}: no output planned"
             _count(tally, FileStatus.FAILED, reason)
             reporter.finish(job.source, job.target, "failed", reason, 0.0)
         elif job.skip:
@@ -275,9 +302,18 @@ def _runnable(jobs: Iterable[Job], reporter: Reporter, tally: Tally) -> Iterator
             yield FileTask(job.source, job.target)
 
 
-def report_result(result: FileResult, reporter: Reporter, tally: Tally, worker: str | None = None) -> None:
+def report_result(
+    result: FileResult, reporter: Reporter, tally: Tally, worker: str | None = None, debug: bool = False
+) -> None:
     """Count a pipeline result and tell the reporter; `worker` names the cluster worker that did it."""
-    detail = describe(result.error) if isinstance(result.error, SrganError) else result.detail
+    error = result.error
+    if result.status is FileStatus.FAILED and error is not None:
+        detail = failure_reason(result.task.source, error)
+        if debug:
+            # Rich's live display passes stderr writes through above the progress bars.
+            sys.stderr.write(printable("".join(traceback.format_exception(error)), keep_newlines=True))
+    else:
+        detail = result.detail
     _count(tally, result.status, detail)
     task = result.task
     reporter.finish(task.source, task.target, result.status.value, detail, result.seconds, worker)
@@ -291,3 +327,14 @@ def _count(tally: Tally, status: FileStatus, detail: str) -> None:
     else:
         tally.failed += 1
         tally.failures.append(detail)
+
+
+def failure_reason(source: Path, error: BaseException) -> str:
+    """One line saying why `source` failed: the project's own message, or what was raised."""
+    if isinstance(error, SrganError):
+        return cli_message(error)
+    if isinstance(error, MemoryError):
+        return f"{source}: ran out of memory; try a smaller --tile or --max-pixels"
+    text = str(error).strip().splitlines()
+    detail = f"{type(error).__name__}: {text[0][:160]}" if text else type(error).__name__
+    return f"{source}: failed unexpectedly ({detail}); run with --debug for the traceback"
