@@ -167,7 +167,7 @@ def plan_jobs(inputs: Iterable[InputFile | Job], plan: OutputPlan, sources: set[
         except (OSError, RuntimeError) as error:  # a name too long; a symlink loop (RuntimeError)
             reason = getattr(error, "strerror", None) or error
             problem = ImageWriteError(
-                f"{item.path}: its output name cannot be used ({reason}); choose a shorter name template",
+                f"{item.path}: its output name cannot be used ({reason})",
                 setting=Setting.NAME_TEMPLATE,
             )
             yield Job(item.path, None, problem)

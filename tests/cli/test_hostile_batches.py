@@ -12,6 +12,7 @@ import torch
 from PIL import PngImagePlugin
 
 from srgan.cli import upscale as upscale_module
+from srgan.engines import pipeline as pipeline_module
 from srgan.engines import InputFile, OutputPlan, output_path
 from srgan.engines import Backend, ImageWriteError, read_image
 from tests.cli.test_upscale import files_in, save, srgan
@@ -103,14 +104,14 @@ def test_an_exception_of_any_type_is_one_files_failure(tmp_path, tiny_model_file
 
 
 def test_a_failure_while_writing_is_one_files_failure(tmp_path, tiny_model_file, monkeypatch):
-    write = upscale_module.write_image
+    write = pipeline_module.write_image
 
     def write_or_fail(picture, path, *arguments):
         if path.name == "b_x4.png":
             raise KeyError("encoder state")  # an encoder bug, not one of srgan's errors
         write(picture, path, *arguments)
 
-    monkeypatch.setattr(upscale_module, "write_image", write_or_fail)
+    monkeypatch.setattr(pipeline_module, "write_image", write_or_fail)
     faulty_batch(tmp_path / "in")
     result = srgan("upscale", tmp_path / "in", "-o", tmp_path / "out", "-m", tiny_model_file, "--json")
     assert result.exit_code == 1
@@ -274,7 +275,7 @@ def test_names_too_long_for_the_file_system_fail_alone(tmp_path, tiny_model_file
     result = srgan("upscale", folder, too_long_input, "-o", tmp_path / "out", "-m", tiny_model_file)
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert f"{too_long_input}: cannot be read (File name too long)" in result.stderr
-    assert "its output name cannot be used (File name too long); choose a shorter --name" in result.stderr
+    assert "its output name cannot be used (File name too long); change --name" in result.stderr
     assert files_in(tmp_path / "out") == {"ok_x4.png"}
     kept = srgan("upscale", folder, "-o", tmp_path / "kept", "--name", "{stem}", "-m", tiny_model_file)
     assert kept.exit_code == 0, kept.output  # a 254-byte name is written; its temporary name is shortened
