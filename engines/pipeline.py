@@ -13,6 +13,7 @@ it never ends the stream.
 
 from __future__ import annotations
 
+import string
 import threading
 import time
 from collections import deque
@@ -61,7 +62,7 @@ class OutputOptions:
             raise ValueError(f"PNG compression must be 0-9, not {self.png_compression}")
         if self.scale is not None and self.scale <= 0:
             raise ValueError(f"output scale must be positive, not {self.scale}")
-        if "{stem}" not in self.name_template:
+        if "stem" not in _fields(self.name_template):
             raise ImageWriteError(
                 f"output name template '{self.name_template}' has no {{stem}}, so every output would get the same name",
                 setting=Setting.NAME_TEMPLATE,
@@ -71,6 +72,14 @@ class OutputOptions:
     def output_size(self, height: int, width: int) -> tuple[int, int] | None:
         """(height, width) to resample an input of height × width to, or None for the model's own size."""
         return scaled_size(height, width, self.scale) if self.scale is not None else None
+
+
+def _fields(template: str) -> set[str]:
+    """The field names in a str.format template; none for one that does not parse (so it is refused)."""
+    try:
+        return {field for _, field, _, _ in string.Formatter().parse(template) if field is not None}
+    except ValueError:
+        return set()
 
 
 def upscale_file(
