@@ -56,6 +56,7 @@ def test_output_options_refuse_what_cannot_work():
     with pytest.raises(ImageWriteError, match="unknown output format"):
         OutputOptions(image_format="gif")
     assert OutputOptions(image_format="JPG").image_format == "jpeg"
+    assert OutputOptions(name_template="{stem:>12}_x{scale}").name_template == "{stem:>12}_x{scale}"
 
 
 @pytest.fixture
