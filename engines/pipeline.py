@@ -116,6 +116,7 @@ class Stage(str, Enum):
     """Where a file's work failed."""
 
     READ = "read"
+    PLAN = "plan"
     UPSCALE = "upscale"
     WRITE = "write"
 
@@ -171,18 +172,12 @@ class PipelineObserver(Protocol):
     def tiles(self, task: FileTask, done: int, total: int) -> None: ...
 
 
-@dataclass(frozen=True)
-class Loaded:
-    """What a loader may return instead of a bare Picture: the picture and where its result goes,
-    for a caller that decides the output only once the input is read (a watcher consulting its
-    journal). The task's result then carries that target."""
-
-    picture: Picture
-    target: Path
-
-
-Loader = Callable[[FileTask], "Picture | Loaded"]
+Loader = Callable[[FileTask], Picture]
 """Decodes a task's input on a reader thread; may raise FileSkipped or any error."""
+
+Planner = Callable[[FileTask], Path]
+"""Decides a task's target on the pipeline's thread, right before its upscale (a watcher that
+consults its journal); may raise, which makes it the file's failure."""
 
 
 @dataclass(frozen=True)
@@ -232,12 +227,14 @@ class FilePipeline:
         settings: PipelineSettings = PipelineSettings(),
         observer: PipelineObserver | None = None,
         loader: Loader | None = None,
+        planner: Planner | None = None,
     ) -> None:
         self.upscaler = upscaler
         self.options = options
         self.settings = settings
         self.observer = observer
         self.loader = loader or (lambda task: read_image(task.source, settings.max_pixels))
+        self.planner = planner
         self.queued = 0
         """Inputs being decoded or waiting for the model, while `run` runs."""
 
@@ -309,7 +306,7 @@ class FilePipeline:
             # is written is whole, and what is not is not there.
             writer.shutdown(wait=True, cancel_futures=True)
 
-    def _load(self, task: FileTask) -> Picture | Loaded | FileSkipped:
+    def _load(self, task: FileTask) -> Picture | FileSkipped:
         if task.skip_existing and task.target.exists():
             return FileSkipped(f"{task.target} exists")
         return self.loader(task)
@@ -331,8 +328,11 @@ class FilePipeline:
             return _failed(task, error, began, Stage.READ)
         if isinstance(picture, FileSkipped):
             return FileResult(task, FileStatus.SKIPPED, 0.0, picture)
-        if isinstance(picture, Loaded):
-            task, picture = replace(task, target=picture.target), picture.picture
+        if self.planner is not None:
+            try:
+                task = replace(task, target=self.planner(task))
+            except Exception as error:  # noqa: BLE001 - any failure is this file's failure
+                return _failed(task, error, began, Stage.PLAN)
         observer = self.observer
         if observer is not None:
             observer.begin(task)

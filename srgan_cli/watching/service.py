@@ -34,7 +34,6 @@ from srgan.engines import (
     FileStatus,
     FileTask,
     InputFile,
-    Loaded,
     OutputOptions,
     OutputPlan,
     Picture,
@@ -440,7 +439,7 @@ class WatchService:
         settings = self.settings
         options = OutputOptions(settings.format_key, settings.quality, settings.png_compression, settings.out_scale)
         threads = PipelineSettings(readers=2, read_ahead=settings.prefetch, encoders=2, max_pixels=settings.max_pixels)
-        self._pipeline = FilePipeline(self.upscaler, options, threads, self, self._load)
+        self._pipeline = FilePipeline(self.upscaler, options, threads, self, self._load, self._target)
         for result in self._pipeline.run(self._ready_tasks(stop), stop=stop):
             self._settled(result)
         while self._notes:
@@ -463,17 +462,16 @@ class WatchService:
             if ready:
                 path = ready[0]
                 prepared = _Prepared(path, os.path.relpath(path, settings.in_dir))
-                yield FileTask(path, path, key=prepared)  # the loader plans the real target
+                yield FileTask(path, path, key=prepared)  # `_target` plans the real one
                 continue
             if settings.once and not self._has_pending() and not self._has_in_flight():
                 return
             yield None
 
-    def _load(self, task: FileTask) -> Loaded:
-        """Hash, check the journal, decode and plan a ready file (on a reader thread).
+    def _load(self, task: FileTask) -> Picture:
+        """Hash, check the journal and decode a ready file (on a reader thread).
 
-        Raises FileSkipped (nothing to do), _Changed (read while changing), _Unplanned (no
-        output can be planned), or whatever reading raised.
+        Raises FileSkipped (nothing to do), _Changed (read while changing), or whatever reading raised.
         """
         prepared = task.key
         assert isinstance(prepared, _Prepared)
@@ -487,12 +485,19 @@ class WatchService:
             raise FileSkipped(prepared.skip)
         if prepared.changed:
             raise _Changed()
+        assert prepared.picture is not None  # read without another outcome
+        picture, prepared.picture = prepared.picture, None  # the pipeline holds it from here
+        return picture
+
+    def _target(self, task: FileTask) -> Path:
+        """Plan a file's output on this thread, right before its upscale, so that the journal
+        already holds every earlier file's claim; _Unplanned when none can be planned."""
+        prepared = task.key
+        assert isinstance(prepared, _Prepared)
         output, problem, machine = self._plan(prepared)
         if output is None:
             raise _Unplanned(problem, machine)
-        assert prepared.picture is not None  # read without another outcome
-        picture, prepared.picture = prepared.picture, None  # the pipeline holds it from here
-        return Loaded(picture, output)
+        return output
 
     # The pipeline's observer: called on this thread as each upscale begins.
     def begin(self, task: FileTask) -> None:
