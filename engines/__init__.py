@@ -28,9 +28,10 @@ from .imageio import (
     scaled_size,
     write_image,
 )
+from .descriptor import ModelDescriptor
 from .model_file import LoadedModel, ModelInfo, load_generator, load_model, save_model
-from .model_folders import default_model_path, find_model_files, model_dirs
-from .tiling import Span, Tile, plan_tiles
+from .model_folders import add_model, default_model_path, find_model_files, model_dirs, resolve_model
+from .tiling import ModelGeometry, SizeRequirements, Span, Tile, Tiling, plan_tiles
 from .upscaler import ProgressCallback, TileSettings, Upscaler
 
 __all__ = [
@@ -52,6 +53,12 @@ __all__ = [
     "ImageReadError",
     "ImageWriteError",
     "LoadedModel",
+    "ModelDescriptor",
+    "ModelGeometry",
+    "SizeRequirements",
+    "Tiling",
+    "add_model",
+    "resolve_model",
     "ModelFileError",
     "ModelInfo",
     "NoDefaultModelError",

@@ -1,7 +1,9 @@
-"""Model files: safetensors with metadata, and plain PyTorch state dicts of the same networks.
+"""Model files: srgan's own (safetensors with metadata, or a PyTorch state dict of the same
+network) first, then any architecture spandrel detects (engines/spandrel_models.py).
 
 Loading never executes code from the file: safetensors holds only tensors and strings, and
-PyTorch files are read with `torch.load(weights_only=True)`.
+PyTorch files are read here with `torch.load(weights_only=True)`; spandrel only ever sees the
+tensors. TorchScript archives, whose loading runs their code, are refused.
 """
 
 from __future__ import annotations
@@ -20,21 +22,28 @@ from torch import nn
 
 from .arch import SUPPORTED_SCALES, GeneratorConfig, SRGANGenerator, fold_batchnorm
 from .atomic import atomic_path
+from .backends import Precision
+from .descriptor import ModelDescriptor
 from .digest import file_sha256
 from .errors import ModelFileError
+from .tiling import ModelGeometry
 
 FORMAT_NAME = "srgan-generator"
 FORMAT_VERSION = "1"
 ARCH_NAME = "srgan"
 SAFETENSORS_SUFFIXES = (".safetensors",)
 PYTORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
-_WRAPPER_KEYS = ("params_ema", "params", "state_dict", "generator", "model")
+MODEL_SUFFIXES = SAFETENSORS_SUFFIXES + PYTORCH_SUFFIXES
+_WRAPPER_KEYS = ("params_ema", "params-ema", "params", "state_dict", "model_state_dict", "generator", "model", "net")
 _PREFIXES = ("module.", "netG.", "net_g.", "generator.")
 
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What a model file holds, read from its metadata and checked against its tensors.
+    """What an SRGAN generator file holds, read from its metadata and checked against its tensors.
+
+    Training reads this (the generator's configuration and lineage); inference reads the
+    architecture-neutral `ModelDescriptor` that `load_model` returns.
 
     input_range / output_range: the value ranges the network was trained on; inference maps
     them to and from [0, 1]. training: a short free-form summary (dataset, steps, PSNR, ...).
@@ -72,13 +81,14 @@ class ModelInfo:
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A model file ready for inference.
+    """A model file ready for inference, of any architecture.
 
-    network: eval-mode float32 CPU module mapping N×3×H×W in [0, 1] to
-    N×3×(scale·H)×(scale·W) in [0, 1] (unclamped), BatchNorm folded in.
+    info: what the core knows about it (architecture, geometry, precisions, hash, ...).
+    network: eval-mode float32 CPU module mapping N×C×H×W in [0, 1] to
+    N×C×(scale·H)×(scale·W) in [0, 1] (unclamped), C = info.channels (3, or 1 for gray models).
     """
 
-    info: ModelInfo
+    info: ModelDescriptor
     network: nn.Module
 
     @property
@@ -149,18 +159,43 @@ def load_generator(path: Path) -> tuple[SRGANGenerator, ModelInfo]:
     truncated, not a model file, of another architecture, or inconsistent with its metadata.
     """
     path = Path(path)
+    tensors, metadata, file_format = read_tensors(path)
+    if metadata.get("format", FORMAT_NAME) != FORMAT_NAME:
+        raise ModelFileError(f"{path}: metadata says format '{metadata['format']}', expected '{FORMAT_NAME}'")
+    return _srgan_generator(path, tensors, metadata, file_format, file_sha256(path))
+
+
+def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str], str]:
+    """A model file's tensors (unwrapped from checkpoints), its string metadata and its format.
+
+    Never runs code from the file. Raises ModelFileError naming the file when it is missing, of
+    an unknown type, truncated, a TorchScript archive, or holds Python objects besides tensors.
+    """
+    path = Path(path)
     if not path.is_file():
-        raise ModelFileError(f"{path}: model file not found; check the path given to --model")
+        raise ModelFileError(f"{path}: model file not found; check the path or name of the model")
     if path.suffix.lower() in SAFETENSORS_SUFFIXES:
         tensors, metadata = _read_safetensors(path)
-        file_format = "safetensors"
-    elif path.suffix.lower() in PYTORCH_SUFFIXES:
-        tensors, metadata, file_format = _read_pytorch(path), {}, "pytorch"
-    else:
-        raise ModelFileError(
-            f"{path}: unknown model file type '{path.suffix}';"
-            " expected .safetensors or a PyTorch state dict (.pth, .pt)"
-        )
+        return tensors, metadata, "safetensors"
+    if path.suffix.lower() in PYTORCH_SUFFIXES:
+        return _read_pytorch(path), {}, "pytorch"
+    raise ModelFileError(
+        f"{path}: unknown model file type '{path.suffix}';"
+        " expected .safetensors or a PyTorch state dict (.pth, .pt, .ckpt, .bin)"
+    )
+
+
+def is_srgan_file(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bool:
+    """Whether a file claims to be, or is shaped like, srgan's own generator (checked fully on loading)."""
+    if "format" in metadata:
+        return metadata["format"] == FORMAT_NAME
+    head = tensors.get("head.0.weight")
+    return head is not None and head.ndim == 4 and tuple(head.shape[1:]) == (3, 9, 9)
+
+
+def _srgan_generator(
+    path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str], file_format: str, sha256: str
+) -> tuple[SRGANGenerator, ModelInfo]:
     config = _config_from_tensors(path, tensors)
     _check_metadata(path, metadata, config)
     generator = SRGANGenerator(config)
@@ -171,7 +206,7 @@ def load_generator(path: Path) -> tuple[SRGANGenerator, ModelInfo]:
         input_range=_range(path, metadata, "input_range"),
         output_range=_range(path, metadata, "output_range"),
         training=_training(metadata),
-        sha256=file_sha256(path),
+        sha256=sha256,
         file_format=file_format,
     )
     return generator, info
@@ -180,13 +215,47 @@ def load_generator(path: Path) -> tuple[SRGANGenerator, ModelInfo]:
 def load_model(path: Path) -> LoadedModel:
     """Read a model file (.safetensors, or a PyTorch state dict: .pth .pt .ckpt .bin) for inference.
 
-    Raises ModelFileError as `load_generator` does.
+    srgan's own generator first; any other file goes to spandrel, which detects ESRGAN,
+    Real-ESRGAN Compact, SPAN, SwinIR, DAT and the other architectures of its registry.
+    Raises ModelFileError, naming the file and what was expected, when the file is missing,
+    unreadable, would need code to load, or matches no architecture.
     """
-    generator, info = load_generator(path)
+    path = Path(path)
+    tensors, metadata, file_format = read_tensors(path)
+    sha256 = file_sha256(path)
+    if not is_srgan_file(tensors, metadata):
+        from .spandrel_models import load_spandrel  # spandrel is imported only when a file needs it
+
+        descriptor, network = load_spandrel(path, tensors, sha256, file_format)
+        return LoadedModel(info=descriptor, network=network)
+    generator, info = _srgan_generator(path, tensors, metadata, file_format, sha256)
     network: nn.Module = fold_batchnorm(generator.eval())
     if info.input_range != (0.0, 1.0) or info.output_range != (0.0, 1.0):
         network = RangeAdapter(network, info.input_range, info.output_range).eval()
-    return LoadedModel(info=info, network=network)
+    return LoadedModel(info=srgan_descriptor(info), network=network)
+
+
+def srgan_descriptor(info: ModelInfo) -> ModelDescriptor:
+    """The architecture-neutral description of an SRGAN generator file."""
+    return ModelDescriptor(
+        path=info.path,
+        architecture="SRGAN",
+        geometry=ModelGeometry(scale=info.config.scale, channels=3, overlap=16),
+        precisions=frozenset({Precision.FP32, Precision.FP16, Precision.BF16}),
+        purpose="SR",
+        licence="MIT (this project)",
+        sha256=info.sha256,
+        file_format=info.file_format,
+        tags=(f"{info.config.blocks}nb", f"{info.config.channels}nf"),
+        details={
+            "blocks": info.config.blocks,
+            "features": info.config.channels,
+            "batchnorm": info.config.batchnorm,
+            "input_range": list(info.input_range),
+            "output_range": list(info.output_range),
+        },
+        training=dict(info.training),
+    )
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -201,12 +270,16 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
             " re-download or re-export it"
         ) from error
     metadata = header.get("__metadata__") or {}
-    if metadata.get("format", FORMAT_NAME) != FORMAT_NAME:
-        raise ModelFileError(f"{path}: metadata says format '{metadata['format']}', expected '{FORMAT_NAME}'")
     return tensors, metadata
 
 
 def _read_pytorch(path: Path) -> dict[str, torch.Tensor]:
+    if _is_torchscript(path):
+        raise ModelFileError(
+            f"{path}: refused to load: a TorchScript module runs its own code when loaded;"
+            " expected a state dict (convert it where you trust it: torch.jit.load, then save the state_dict"
+            " as .safetensors)"
+        )
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
@@ -226,10 +299,25 @@ def _read_pytorch(path: Path) -> dict[str, torch.Tensor]:
     return _unwrap_state_dict(path, loaded)
 
 
+def _is_torchscript(path: Path) -> bool:
+    """A zip archive with a code/ folder is TorchScript; torch.load would hand it to torch.jit.load."""
+    if not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any("/code/" in name or name.endswith("constants.pkl") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
 def _unwrap_state_dict(path: Path, loaded: object) -> dict[str, torch.Tensor]:
-    """Find the generator's tensors in a checkpoint: wrapper keys, then module/netG prefixes."""
-    while isinstance(loaded, dict) and not _is_tensor_dict(loaded):
+    """Find the network's tensors in a checkpoint: wrapper keys (or a lone entry), then module/netG prefixes."""
+    for _ in range(4):  # checkpoints nest a state dict one or two levels deep; a bound stops cycles
+        if not isinstance(loaded, dict) or _is_tensor_dict(loaded):
+            break
         inner = next((loaded[key] for key in _WRAPPER_KEYS if isinstance(loaded.get(key), dict)), None)
+        if inner is None and len(loaded) == 1 and isinstance(next(iter(loaded.values())), dict):
+            inner = next(iter(loaded.values()))
         if inner is None:
             break
         loaded = inner

@@ -8,13 +8,15 @@ import platform
 from pathlib import Path
 from typing import Annotated, Optional
 
+import click
 import torch
 import typer
+from typer.core import TyperGroup
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from srgan.engines import EngineCache, SrganError, find_model_files, load_model, model_dirs
+from srgan.engines import EngineCache, SrganError, add_model, find_model_files, load_model, model_dirs, resolve_model
 from srgan.engines.compiled import tensorrt_unavailable_reason
 from srgan.engines.engine_cache import default_engines_dir
 from srgan.engines.model_folders import BUNDLED_DIR, DEFAULT_MODEL_NAME
@@ -100,6 +102,23 @@ def info(ctx: typer.Context, json_lines: JsonOption = False) -> None:
     console.print(f"GIMP plug-in: {escape(report['gimp_plugin'])}")
 
 
+class _ListByDefault(TyperGroup):
+    """`srgan models [FILES...]` lists; `srgan models add FILE` adds. Anything but a subcommand goes to `list`."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h")):
+            args = ["list", *args]
+        return super().parse_args(ctx, args)
+
+
+models_app = typer.Typer(
+    cls=_ListByDefault,
+    help="List model files and what they hold, or add one to your model folder.",
+    no_args_is_help=False,
+)
+
+
+@models_app.command("list")
 def models(
     ctx: typer.Context,
     paths: Annotated[
@@ -107,9 +126,9 @@ def models(
     ] = None,
     json_lines: JsonOption = False,
 ) -> None:
-    """List model files and their metadata."""
+    """List model files: architecture, scale, channels, tiling, precisions, licence hint (the default)."""
     ctx.ensure_object(CliState).json = json_lines
-    candidates = list(paths) if paths else find_model_files()
+    candidates = [resolve_model(path) for path in paths] if paths else find_model_files()
     described: list[dict[str, object]] = []
     for path in candidates:
         try:
@@ -126,18 +145,54 @@ def models(
     if not described:
         console.print(f"no model files in {escape(', '.join(str(folder) for folder in model_dirs()))}")
         return
-    table = Table("model", "scale", "blocks", "channels", "BN", "training")
+    table = Table("model", "arch", "scale", "channels", "tiling", "overlap", "precisions", "notes")
     for entry in described:
         if "error" in entry:
-            table.add_row(escape(str(entry["path"])), "", "", "", "", f"[red]{escape(str(entry['error']))}[/]")
+            table.add_row(escape(str(entry["path"])), "", "", "", "", "", "", f"[red]{escape(str(entry['error']))}[/]")
             continue
-        training = ", ".join(f"{key}: {value}" for key, value in entry["training"].items())
-        table.add_row(
-            escape(str(entry["path"])),
-            f"{entry['scale']}×",
-            str(entry["blocks"]),
-            str(entry["channels"]),
-            "yes" if entry["batchnorm"] else "no",
-            escape(training) or "-",
-        )
+        table.add_row(*_model_row(entry))
     console.print(table)
+
+
+@models_app.command("add")
+def add(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="Model file to load once and copy into your model folder.")],
+    json_lines: JsonOption = False,
+) -> None:
+    """Copy a model file into your model folder after loading it once; then name it by its stem."""
+    ctx.ensure_object(CliState).json = json_lines
+    loaded, target = add_model(path)
+    entry = {**loaded.info.describe(), "added": str(target)}
+    if json_lines:
+        typer.echo(json.dumps(entry))
+        return
+    console = Console(highlight=False)
+    requirements = entry["size_requirements"]
+    console.print(
+        f"{escape(str(target))}: {entry['arch']} {entry['scale']}× {entry['purpose']},"
+        f" {_channels(entry)}, tiling {entry['tiling']}, overlap {entry['overlap']},"
+        f" precisions {', '.join(entry['precisions'])}, sides multiple of {requirements['multiple_of']}"
+        f" (at least {requirements['minimum']}), compiled engine {'yes' if entry['compiled_engine'] else 'no'}"
+    )
+    console.print(f"use it with: srgan upscale --model {escape(target.stem)} ...")
+
+
+def _channels(entry: dict) -> str:
+    return "gray" if entry["input_channels"] == 1 else "RGB"
+
+
+def _model_row(entry: dict) -> list[str]:
+    notes = [f"{key}: {value}" for key, value in entry["training"].items()]
+    notes += [str(entry["licence"])] if entry["licence"] else []
+    notes += [] if entry["compiled_engine"] else ["no compiled engine"]
+    return [
+        escape(str(entry["path"])),
+        escape(str(entry["arch"])),
+        f"{entry['scale']}×",
+        _channels(entry),
+        str(entry["tiling"]),
+        str(entry["overlap"]),
+        ", ".join(entry["precisions"]),
+        escape(", ".join(notes)) or "-",
+    ]

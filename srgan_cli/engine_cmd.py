@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from srgan.engines import EngineCache, Precision, export_onnx, resolve_device
-from srgan.engines.compiled import build_compiled, build_tensorrt
+from srgan.engines.compiled import build_compiled, build_tensorrt, check_exportable
 from srgan.engines.factory import TENSORRT_TILE
 
 from .options import DeviceOption, EnginesDirOption, PrecisionOption
@@ -26,7 +26,9 @@ class EngineKind(str, enum.Enum):
 
 
 def build_engine(
-    model: Annotated[Optional[Path], typer.Argument(help="Model file; the bundled one when omitted.")] = None,
+    model: Annotated[
+        Optional[Path], typer.Argument(help="Model file or name in the model folders; the bundled one when omitted.")
+    ] = None,
     kind: Annotated[EngineKind, typer.Option("--kind", help="compiled (AOTInductor .pt2), tensorrt, or onnx.")] = (
         EngineKind.COMPILED
     ),
@@ -38,13 +40,14 @@ def build_engine(
     engines_dir: EnginesDirOption = None,
 ) -> None:
     """Compile a model into an engine that `--backend compiled|tensorrt` (or auto) then uses."""
-    loaded = load_model_option(model)
+    loaded = load_model_option(model, precision)
     console = Console(highlight=False)
     if kind is EngineKind.ONNX:
         if output is None:
             raise UsageProblem("--kind onnx writes a file for other runtimes: give it with -o PATH.onnx")
         console.print(f"wrote {escape(str(export_onnx(loaded, output)))} (float32; dynamic batch, height, width)")
         return
+    check_exportable(loaded)
     torch_device = resolve_device(device)
     cache = EngineCache(engines_dir)
     console.print(f"building a {kind.value} engine for {escape(str(loaded.info.path))} on {torch_device} ...")

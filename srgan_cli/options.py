@@ -18,7 +18,9 @@ ModelOption = Annotated[
     typer.Option(
         "--model",
         "-m",
-        help="Model file (.safetensors or .pth); the bundled 4× model when omitted.",
+        help="Model file (.safetensors, .pth, .pt, .ckpt, .bin) of SRGAN or any architecture spandrel detects"
+        " (ESRGAN, Real-ESRGAN Compact, SPAN, SwinIR, DAT, ...), or the name of one in the model folders"
+        " (e.g. 4x-UltraSharp); the bundled 4× SRGAN model when omitted.",
         show_default=False,
     ),
 ]
@@ -32,7 +34,13 @@ TileOption = Annotated[
     ),
 ]
 OverlapOption = Annotated[
-    int, typer.Option("--overlap", min=0, help="Pixels of context read around each tile; hides seams.")
+    Optional[int],
+    typer.Option(
+        "--overlap",
+        min=0,
+        show_default="the model's, from its architecture",
+        help="Pixels of context read around each tile; hides seams.",
+    ),
 ]
 BatchOption = Annotated[int, typer.Option("--batch", min=1, help="Tiles run through the network at once.")]
 DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
@@ -70,7 +78,7 @@ def check_name_template(name: str) -> None:
         raise UsageProblem(f"--name '{name}' has no {{stem}}, so every output would get the same name")
 
 
-def tile_settings(tile: int | None, overlap: int, batch: int) -> TileSettings:
+def tile_settings(tile: int | None, overlap: int | None, batch: int) -> TileSettings:
     """The tile options as settings, or a usage error saying why they do not fit together."""
     try:
         return TileSettings(tile_size=tile, overlap=overlap, batch_size=batch)

@@ -22,6 +22,7 @@ from srgan.engines import (
     format_for,
     load_model,
     read_image,
+    resolve_model,
     scaled_size,
     write_image,
 )
@@ -52,9 +53,19 @@ from .reporting import JsonReporter, Reporter, RichReporter, Tally
 from .state import CliState, UsageProblem
 
 
-def load_model_option(model: Path | None) -> LoadedModel:
-    """The model named by --model, or the bundled default."""
-    return load_model(model if model is not None else default_model_path())
+def load_model_option(model: Path | None, precision: Precision = Precision.AUTO) -> LoadedModel:
+    """The model named by --model (a file, or a name in the model folders), or the bundled default.
+
+    Raises UsageProblem when --precision names one the model's architecture does not run in.
+    """
+    loaded = load_model(resolve_model(model) if model is not None else default_model_path())
+    if precision is not Precision.AUTO and precision not in loaded.info.precisions:
+        choices = ", ".join(sorted(choice.value for choice in loaded.info.precisions))
+        raise UsageProblem(
+            f"--precision {precision.value}: {loaded.info.path} is a {loaded.info.architecture} model, which does not"
+            f" run correctly in {precision.value}; use auto or one of {choices}"
+        )
+    return loaded
 
 
 def upscale(
@@ -94,7 +105,7 @@ def upscale(
     check_name_template(name)
     settings = tile_settings(tile, overlap, batch)
     format_key = format_for(Path("."), image_format) if image_format else None
-    loaded = load_model_option(model)
+    loaded = load_model_option(model, precision)
     upscaler = create_upscaler(loaded, device, precision, settings, backend, engines_dir)
     files, problems = collect_inputs(inputs, recursive)
     to_file = output_is_file(output, files, len(inputs))

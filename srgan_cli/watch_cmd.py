@@ -171,7 +171,7 @@ def watch(
         raise UsageProblem(f"{in_dir}: not a folder; give the folder to watch")
     check_name_template(name)
     tiles = tile_settings(tile, overlap, batch)
-    upscaler = create_upscaler(load_model_option(model), device, precision, tiles, backend, engines_dir)
+    upscaler = create_upscaler(load_model_option(model, precision), device, precision, tiles, backend, engines_dir)
     settings = WatchSettings(
         in_dir=in_dir,
         out_dir=output,
