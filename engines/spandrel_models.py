@@ -118,8 +118,25 @@ def load_spandrel(path: Path, tensors: dict[str, torch.Tensor], sha256: str, fil
         details={"loader": f"spandrel {spandrel.__version__}"},
     )
     call = getattr(loaded, "_call_fn", None) or _plain_call
-    network = SpandrelNetwork(loaded.model.float().cpu(), call).eval()
+    network = SpandrelNetwork(_fuse_reparameterised(loaded.model.float().cpu().eval()), call).eval()
     return descriptor, network
+
+
+def _fuse_reparameterised(model: nn.Module) -> nn.Module:
+    """Replace re-parameterisable blocks (SPAN's Conv3XC) by the one convolution they compute in eval mode.
+
+    Such a block recomputes its fused kernel on every eval-mode call, which costs time on every
+    tile and assigns tensors during `torch.export` tracing; the fused convolution gives the same
+    output.
+    """
+    for name, child in list(model.named_children()):
+        if isinstance(getattr(child, "eval_conv", None), nn.Conv2d) and callable(getattr(child, "update_params", None)):
+            with torch.no_grad():
+                child.update_params()
+            setattr(model, name, child.eval_conv)
+        else:
+            _fuse_reparameterised(child)
+    return model
 
 
 def _plain_call(model: nn.Module, image: torch.Tensor) -> torch.Tensor:
