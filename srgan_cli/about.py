@@ -8,7 +8,6 @@ import platform
 from pathlib import Path
 from typing import Annotated, Optional
 
-import click
 import torch
 import typer
 from typer.core import TyperGroup
@@ -105,7 +104,7 @@ def info(ctx: typer.Context, json_lines: JsonOption = False) -> None:
 class _ListByDefault(TyperGroup):
     """`srgan models [FILES...]` lists; `srgan models add FILE` adds. Anything but a subcommand goes to `list`."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
         if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h")):
             args = ["list", *args]
         return super().parse_args(ctx, args)
