@@ -55,6 +55,8 @@ def test_scale_option_resamples_a_1x_model(tmp_path):
     model = save_community_model(tmp_path / "1x.safetensors", community_state_dict("Compact", 3, 1))
     photo = tmp_path / "photo.png"
     write_image(Picture(random_image(10, 12, 3)), photo)
-    result = runner.invoke(app, ["upscale", str(photo), "-m", str(model), "--scale", "2", "-o", str(tmp_path / "o.png")])
+    result = runner.invoke(
+        app, ["upscale", str(photo), "-m", str(model), "--scale", "2", "-o", str(tmp_path / "o.png")]
+    )
     assert result.exit_code == 0, result.output
     assert read_image(tmp_path / "o.png").pixels.shape == (20, 24, 3)
