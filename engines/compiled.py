@@ -137,6 +137,8 @@ def check_package_runs(
 
 def export_onnx(model: LoadedModel, path: Path, opset: int = 17) -> Path:
     """Write an ONNX file (float32, dynamic batch, height and width) for other runtimes."""
+    if model.network is None:
+        raise BackendError(f"{model.info.path}: already an ONNX model", setting=Setting.MODEL)
     network = model.network.eval()
     example = torch.rand(1, model.info.channels, *model.info.geometry.size_requirements.padded(64, 64))
     axes = {"image": {0: "batch", 2: "height", 3: "width"}, "upscaled": {0: "batch", 2: "out_height", 3: "out_width"}}

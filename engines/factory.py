@@ -49,6 +49,10 @@ def create_upscaler(
     exportable = model.info.export_refusal is None
     if not exportable and backend in ("compiled", "tensorrt"):
         check_exportable(model)
+    if model.network is None:  # an ONNX file: ONNX Runtime is its only backend
+        from .onnx_models import OnnxModelBackend
+
+        return Upscaler(OnnxModelBackend(model.info, torch_device), settings)
     chosen = None
     if exportable:
         chosen = _tensorrt(model, torch_device, resolved, settings, backend, cache) or _compiled(

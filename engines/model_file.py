@@ -33,7 +33,8 @@ FORMAT_VERSION = "1"
 ARCH_NAME = "srgan"
 SAFETENSORS_SUFFIXES = (".safetensors",)
 PYTORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
-MODEL_SUFFIXES = SAFETENSORS_SUFFIXES + PYTORCH_SUFFIXES
+ONNX_SUFFIXES = (".onnx",)
+MODEL_SUFFIXES = SAFETENSORS_SUFFIXES + PYTORCH_SUFFIXES + ONNX_SUFFIXES
 _WRAPPER_KEYS = ("params_ema", "params-ema", "params", "state_dict", "model_state_dict", "generator", "model", "net")
 _PREFIXES = ("module.", "netG.", "net_g.", "generator.")
 
@@ -85,11 +86,12 @@ class LoadedModel:
 
     info: what the core knows about it (architecture, geometry, precisions, hash, ...).
     network: eval-mode float32 CPU module mapping N×C×H×W in [0, 1] to
-    N×C×(scale·H)×(scale·W) in [0, 1] (unclamped), C = info.channels (3, or 1 for gray models).
+    N×C×(scale·H)×(scale·W) in [0, 1] (unclamped), C = info.channels (3, or 1 for gray models);
+    None for ONNX files, which run through ONNX Runtime only (info.file_format "onnx").
     """
 
     info: ModelDescriptor
-    network: nn.Module
+    network: nn.Module | None
 
     @property
     def scale(self) -> int:
@@ -215,12 +217,16 @@ def _srgan_generator(
 def load_model(path: Path) -> LoadedModel:
     """Read a model file (.safetensors, or a PyTorch state dict: .pth .pt .ckpt .bin) for inference.
 
-    srgan's own generator first; any other file goes to spandrel, which detects ESRGAN,
+    srgan's own generator first; any other file goes to spandrel (.onnx files to ONNX Runtime), which detects ESRGAN,
     Real-ESRGAN Compact, SPAN, SwinIR, DAT and the other architectures of its registry.
     Raises ModelFileError, naming the file and what was expected, when the file is missing,
     unreadable, would need code to load, or matches no architecture.
     """
     path = Path(path)
+    if path.suffix.lower() in ONNX_SUFFIXES and path.is_file():
+        from .onnx_models import describe_onnx
+
+        return LoadedModel(info=describe_onnx(path), network=None)
     tensors, metadata, file_format = read_tensors(path)
     sha256 = file_sha256(path)
     if not is_srgan_file(tensors, metadata):

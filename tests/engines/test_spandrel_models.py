@@ -192,3 +192,38 @@ def test_unknown_tensors_are_refused_in_one_line(tmp_path):
     with pytest.raises(ModelFileError, match="no architecture spandrel") as caught:
         load_model(path)
     assert "\n" not in str(caught.value)
+
+
+def test_onnx_models_run_through_onnx_runtime(tmp_path):
+    pytest.importorskip("onnxruntime")
+    state = community_state_dict("Compact", 3, 2)
+    loaded = load_model(save_community_model(tmp_path / "compact.safetensors", state))
+    path = tmp_path / "compact.onnx"
+    axes = {"input": {0: "batch", 2: "height", 3: "width"}, "output": {0: "batch", 2: "h2", 3: "w2"}}
+    with torch.no_grad():
+        torch.onnx.export(
+            loaded.network,
+            (torch.rand(1, 3, 32, 32),),
+            str(path),
+            dynamo=False,
+            input_names=["input"],
+            output_names=["output"],
+            dynamic_axes=axes,
+        )
+    onnx_model = load_model(path)
+    assert (onnx_model.info.architecture, onnx_model.info.scale, onnx_model.info.file_format) == ("ONNX", 2, "onnx")
+    upscaler = create_upscaler(onnx_model, "cpu", settings=TileSettings(tile_size=48))
+    assert upscaler.backend.name.startswith("onnxruntime")
+    pixels = random_image(70, 9, 3, seed=8)
+    assert max_difference(upscaler.upscale(pixels), spandrel_whole_image(state, pixels)) <= 1
+    with pytest.raises(BackendError, match="ONNX"):
+        create_upscaler(onnx_model, "cpu", backend="compiled", engines_dir=tmp_path)
+
+
+def test_a_broken_onnx_file_is_refused_in_one_line(tmp_path):
+    pytest.importorskip("onnxruntime")
+    path = tmp_path / "broken.onnx"
+    path.write_bytes(b"not a graph")
+    with pytest.raises(ModelFileError, match="broken.onnx: not a loadable ONNX model") as caught:
+        load_model(path)
+    assert "\n" not in str(caught.value)
