@@ -24,7 +24,22 @@ from .gimp_cmd import default_plugins_dir, installed_plugin
 from .options import JsonOption
 from .state import CliState
 
-_PACKAGES = ("srgan", "torch", "numpy", "pillow", "safetensors", "typer", "rich", "imagecodecs", "tifffile", "watchdog")
+_PACKAGES = (
+    "srgan",
+    "torch",
+    "torchvision",
+    "spandrel",
+    "spandrel_extra_arches",
+    "onnxruntime",
+    "numpy",
+    "pillow",
+    "safetensors",
+    "typer",
+    "rich",
+    "imagecodecs",
+    "tifffile",
+    "watchdog",
+)
 
 
 def _version(package: str) -> str:
