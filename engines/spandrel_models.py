@@ -43,13 +43,6 @@ _CODE_LICENCE = {
 }
 
 
-class _Spandrel(enum.Enum):
-    """Why spandrel is importable or not (see `_import_spandrel`)."""
-
-    WITH_TORCHVISION = "torchvision"
-    WITHOUT_TORCHVISION = "without torchvision"
-
-
 class SpandrelNetwork(nn.Module):
     """A spandrel model as a plain module: N×C×h×w in [0, 1] to N×C×(s·h)×(s·w), unclamped.
 
@@ -180,17 +173,21 @@ def spandrel_module() -> types.ModuleType:
     `sys.modules` again once spandrel is imported, so nothing else ever sees it.
     Raises ModelFileError when spandrel is not installed.
     """
+    if torchvision_importable():
+        return _import_spandrel()
+    with _torchvision_stand_in():
+        return _import_spandrel()
+
+
+@functools.cache
+def torchvision_importable() -> bool:
+    """Whether the installed torchvision imports next to this torch (see `spandrel_module`)."""
     try:
         importlib.import_module("torchvision")
-    except Exception:  # noqa: BLE001 - a broken torchvision raises RuntimeError or OSError, not only ImportError
+    except Exception:  # a torchvision built for another torch raises RuntimeError or OSError, not only ImportError
         _drop_modules("torchvision")
-        with _torchvision_stand_in():
-            spandrel = _import_spandrel()
-        spandrel.__srgan_torchvision__ = _Spandrel.WITHOUT_TORCHVISION
-        return spandrel
-    spandrel = _import_spandrel()
-    spandrel.__srgan_torchvision__ = _Spandrel.WITH_TORCHVISION
-    return spandrel
+        return False
+    return True
 
 
 def _import_spandrel() -> types.ModuleType:

@@ -60,3 +60,12 @@ def test_scale_option_resamples_a_1x_model(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert read_image(tmp_path / "o.png").pixels.shape == (20, 24, 3)
+
+
+def test_an_unknown_model_name_names_the_folders_searched(tmp_path, monkeypatch):
+    monkeypatch.setenv("SRGAN_MODELS_DIR", str(tmp_path / "models"))
+    photo = tmp_path / "photo.png"
+    write_image(Picture(random_image(8, 8, 3)), photo)
+    result = runner.invoke(app, ["upscale", str(photo), "--model", "4x-Nowhere"])
+    assert result.exit_code == 1 and "4x-Nowhere: no such model file" in result.stderr
+    assert str(tmp_path / "models") in result.stderr and not (tmp_path / "photo_x4.png").exists()
