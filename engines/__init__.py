@@ -1,10 +1,16 @@
-"""srgan's shared core: generator architectures, model files, backends, tiling, image I/O.
+"""srgan's shared core: model files, backends, tiled upscaling, image I/O and engines.
 
-Everything a front end needs is importable from here; nothing here imports a front end.
+This module is the core's public API: front ends (the CLI, training, the GIMP bridge) and
+library callers import from here and nowhere deeper; nothing here imports a front end.
 """
 
-from .arch import GeneratorConfig, SRGANGenerator, fold_batchnorm, icnr_, offset_major_shuffle
-from .backends import Backend, Precision, TorchBackend, resolve_device, resolve_precision
+from .arch import GeneratorConfig, SRGANGenerator, fold_batchnorm
+from .atomic import atomic_path
+from .backends import Backend, Precision, TorchBackend, resolve_device
+from .compiled import build_compiled, build_tensorrt, check_exportable, export_onnx, tensorrt_unavailable_reason
+from .descriptor import ModelDescriptor
+from .digest import file_sha256
+from .engine_cache import EngineCache, EngineKind, default_engines_dir
 from .errors import (
     BackendError,
     Cancelled,
@@ -13,11 +19,10 @@ from .errors import (
     ImageWriteError,
     ModelFileError,
     NoDefaultModelError,
+    Setting,
     SrganError,
 )
-from .compiled import CompiledBackend, OnnxRuntimeBackend, TensorRTBackend, export_network, export_onnx
-from .engine_cache import EngineCache, EngineKey
-from .factory import BACKENDS, create_upscaler
+from .factory import TENSORRT_TILE, BackendKind, create_upscaler
 from .imageio import (
     DEFAULT_MAX_PIXELS,
     FORMAT_EXTENSIONS,
@@ -28,66 +33,69 @@ from .imageio import (
     scaled_size,
     write_image,
 )
-from .descriptor import ModelDescriptor
 from .model_file import LoadedModel, ModelInfo, load_generator, load_model, save_model
 from .model_folders import add_model, default_model_path, find_model_files, model_dirs, resolve_model
-from .tiling import ModelGeometry, SizeRequirements, Span, Tile, Tiling, plan_tiles
+from .tiling import ModelGeometry, SizeRequirements, Tiling
 from .upscaler import ProgressCallback, TileSettings, Upscaler
 
 __all__ = [
-    "BACKENDS",
-    "CompiledBackend",
-    "EngineCache",
-    "EngineKey",
-    "OnnxRuntimeBackend",
-    "TensorRTBackend",
-    "export_network",
-    "export_onnx",
-    "DEFAULT_MAX_PIXELS",
-    "FORMAT_EXTENSIONS",
-    "Backend",
-    "BackendError",
-    "Cancelled",
-    "DeviceOutOfMemory",
-    "GeneratorConfig",
+    # errors
+    "SrganError",
+    "Setting",
+    "ModelFileError",
+    "NoDefaultModelError",
     "ImageReadError",
     "ImageWriteError",
+    "BackendError",
+    "DeviceOutOfMemory",
+    "Cancelled",
+    # models
+    "GeneratorConfig",
+    "SRGANGenerator",
+    "fold_batchnorm",
     "LoadedModel",
     "ModelDescriptor",
     "ModelGeometry",
     "SizeRequirements",
     "Tiling",
-    "add_model",
-    "resolve_model",
-    "ModelFileError",
     "ModelInfo",
-    "NoDefaultModelError",
-    "Picture",
-    "Precision",
-    "ProgressCallback",
-    "SRGANGenerator",
-    "Span",
-    "SrganError",
-    "Tile",
-    "TileSettings",
-    "TorchBackend",
-    "Upscaler",
-    "create_upscaler",
+    "load_model",
+    "load_generator",
+    "save_model",
     "default_model_path",
     "find_model_files",
-    "fold_batchnorm",
-    "offset_major_shuffle",
-    "format_for",
-    "icnr_",
-    "load_generator",
-    "load_model",
     "model_dirs",
-    "plan_tiles",
-    "read_image",
+    "resolve_model",
+    "add_model",
+    # running a model
+    "Backend",
+    "TorchBackend",
+    "BackendKind",
+    "Precision",
     "resolve_device",
-    "resolve_precision",
-    "save_model",
-    "resize_pixels",
-    "scaled_size",
+    "create_upscaler",
+    "Upscaler",
+    "TileSettings",
+    "ProgressCallback",
+    # compiled engines
+    "EngineCache",
+    "EngineKind",
+    "TENSORRT_TILE",
+    "build_compiled",
+    "build_tensorrt",
+    "check_exportable",
+    "export_onnx",
+    "tensorrt_unavailable_reason",
+    "default_engines_dir",
+    # images and files
+    "Picture",
+    "read_image",
     "write_image",
+    "format_for",
+    "scaled_size",
+    "resize_pixels",
+    "FORMAT_EXTENSIONS",
+    "DEFAULT_MAX_PIXELS",
+    "atomic_path",
+    "file_sha256",
 ]

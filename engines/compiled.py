@@ -131,7 +131,9 @@ def check_package_runs(
         last = (result.stderr.strip().splitlines() or [""])[-1]
         raise BackendError(
             f"the compiled package does not run with torch {torch.__version__} here ({how}"
-            f"{': ' + last if last else ''}); it was not kept, use --backend eager"
+            f"{': ' + last if last else ''}); it was not kept",
+            setting=Setting.BACKEND,
+            suggestion="eager",
         )
 
 

@@ -25,7 +25,7 @@ from .atomic import atomic_path
 from .backends import Precision
 from .descriptor import ModelDescriptor
 from .digest import file_sha256
-from .errors import ModelFileError
+from .errors import ModelFileError, Setting
 from .tiling import ModelGeometry
 
 FORMAT_NAME = "srgan-generator"
@@ -175,7 +175,7 @@ def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str], s
     """
     path = Path(path)
     if not path.is_file():
-        raise ModelFileError(f"{path}: model file not found; check the path or name of the model")
+        raise ModelFileError(f"{path}: model file not found; check the path", setting=Setting.MODEL)
     if path.suffix.lower() in SAFETENSORS_SUFFIXES:
         tensors, metadata = _read_safetensors(path)
         return tensors, metadata, "safetensors"

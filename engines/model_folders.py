@@ -35,7 +35,7 @@ def default_model_path() -> Path:
     path = BUNDLED_DIR / DEFAULT_MODEL_NAME
     if not path.is_file():
         raise NoDefaultModelError(
-            f"{path}: no default model is installed; pass --model PATH to a model file", setting=Setting.MODEL
+            f"{path}: no default model is installed; give a model file", setting=Setting.MODEL
         )
     return path
 

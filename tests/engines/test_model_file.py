@@ -169,7 +169,8 @@ def test_other_safetensors_formats_go_to_spandrel_and_unknown_tensors_are_reject
     "name, content, message",
     [
         ("missing.safetensors", None, "not found"),
-        ("model.onnx", b"x", "unknown model file type"),
+        ("model.onnx", b"x", "not a loadable ONNX model"),
+        ("model.h5", b"x", "unknown model file type"),
         ("garbage.safetensors", b"\x00" * 64, "not a readable safetensors"),
         ("garbage.pth", b"not a zip", "not a loadable PyTorch"),
     ],

@@ -17,9 +17,9 @@ from srgan.engines import (
     Tiling,
     create_upscaler,
     load_model,
-    plan_tiles,
 )
 from srgan.engines.compiled import export_network
+from srgan.engines.tiling import plan_tiles
 from tests.community_models import community_state_dict, save_community_model, spandrel_whole_image
 from tests.helpers import random_image
 
