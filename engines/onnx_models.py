@@ -15,7 +15,7 @@ import torch
 from .backends import Backend, Precision
 from .descriptor import ModelDescriptor
 from .digest import file_sha256
-from .errors import BackendError, DeviceOutOfMemory, ModelFileError
+from .errors import ModelFileError
 from .tiling import ModelGeometry, SizeRequirements
 
 ONNX_SUFFIXES = (".onnx",)
@@ -103,14 +103,10 @@ class OnnxModelBackend(Backend):
         self.name = f"onnxruntime-{provider} fp32"
         self.preferred_tile_size = 160 if provider == "cpu" else 512
 
-    def infer(self, batch: torch.Tensor) -> torch.Tensor:
+    def _infer(self, batch: torch.Tensor) -> torch.Tensor:
+        # `Backend.infer` turns ONNX Runtime's exceptions into DeviceOutOfMemory or BackendError.
         array = batch.float().contiguous().numpy().astype(self._dtype, copy=False)
-        try:
-            (result,) = self._session.run(None, {self._input.name: array})[:1]
-        except Exception as error:
-            if "allocate" in str(error).lower():
-                raise DeviceOutOfMemory(f"ONNX Runtime ran out of memory for a batch of {array.shape}") from error
-            raise BackendError(f"{self.name} failed on a batch of {array.shape}: {_first_line(error)}") from error
+        (result,) = self._session.run(None, {self._input.name: array})[:1]
         return torch.from_numpy(np.asarray(result, dtype=np.float32))
 
 
