@@ -332,14 +332,14 @@ def read_pytorch(path: Path) -> object:
     could inflate in memory.
     """
     path = Path(path)
-    if not _refuse_unbounded_formats(path):
-        raise ModelFileError(_why_unloadable(path, None))
     if _is_torchscript(path):
         raise ModelFileError(
             f"{path}: refused to load: a TorchScript module runs its own code when loaded;"
             " expected a state dict (convert it where you trust it: torch.jit.load, then save the state_dict"
             " as .safetensors)"
         )
+    if not _refuse_unbounded_formats(path):
+        raise ModelFileError(_why_unloadable(path, None))
     try:
         with warnings.catch_warnings():
             # Its warnings about unusual pickle protocols are about the file, which fails or loads anyway.
@@ -360,7 +360,7 @@ def _is_torchscript(path: Path) -> bool:
     try:
         with zipfile.ZipFile(path) as archive:
             return any("/code/" in name or name.endswith("constants.pkl") for name in archive.namelist())
-    except (zipfile.BadZipFile, OSError):
+    except Exception:  # noqa: BLE001 - a damaged archive is not TorchScript; the bounded reader names the damage
         return False
 
 
