@@ -23,6 +23,7 @@ from .errors import (
     SrganError,
 )
 from .factory import TENSORRT_TILE, BackendKind, create_upscaler
+from .image_checks import check_output_folder
 from .imageio import (
     DEFAULT_MAX_PIXELS,
     FORMAT_EXTENSIONS,
@@ -96,6 +97,7 @@ __all__ = [
     "Picture",
     "read_image",
     "write_image",
+    "check_output_folder",
     "format_for",
     "scaled_size",
     "resize_pixels",
