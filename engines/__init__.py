@@ -7,7 +7,8 @@ library callers import from here and nowhere deeper; nothing here imports a fron
 from .arch import MAX_BLOCKS, MAX_CHANNELS, SUPPORTED_SCALES, GeneratorConfig, SRGANGenerator, fold_batchnorm
 from .atomic import atomic_path
 from .backends import Backend, Precision, TorchBackend, resolve_device
-from .compiled import build_compiled, build_tensorrt, export_onnx, tensorrt_unavailable_reason
+from .compiled import build_compiled, build_tensorrt, check_exportable, export_onnx, tensorrt_unavailable_reason
+from .descriptor import ModelDescriptor
 from .digest import file_sha256
 from .engine_cache import EngineCache, EngineKind, default_engines_dir
 from .errors import (
@@ -36,7 +37,7 @@ from .imageio import (
     write_image,
 )
 from .model_file import LoadedModel, ModelInfo, check_finite, load_generator, load_model, read_pytorch, save_model
-from .model_folders import default_model_path, find_model_files, model_dirs
+from .model_folders import add_model, default_model_path, find_model_files, model_dirs, resolve_model
 from .pipeline import (
     FilePipeline,
     FileResult,
@@ -65,6 +66,7 @@ from .planning import (
     scale_label,
     survey_inputs,
 )
+from .tiling import ModelGeometry, SizeRequirements, Tiling
 from .upscaler import ProgressCallback, TileSettings, Upscaler
 
 __all__ = [
@@ -86,6 +88,10 @@ __all__ = [
     "SUPPORTED_SCALES",
     "fold_batchnorm",
     "LoadedModel",
+    "ModelDescriptor",
+    "ModelGeometry",
+    "SizeRequirements",
+    "Tiling",
     "ModelInfo",
     "load_model",
     "load_generator",
@@ -95,6 +101,8 @@ __all__ = [
     "default_model_path",
     "find_model_files",
     "model_dirs",
+    "resolve_model",
+    "add_model",
     # running a model
     "Backend",
     "TorchBackend",
@@ -111,6 +119,7 @@ __all__ = [
     "TENSORRT_TILE",
     "build_compiled",
     "build_tensorrt",
+    "check_exportable",
     "export_onnx",
     "tensorrt_unavailable_reason",
     "default_engines_dir",

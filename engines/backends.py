@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .errors import BackendError, DeviceOutOfMemory, Setting, SrganError
+from .tiling import ModelGeometry
 
 
 class Precision(str, enum.Enum):
@@ -44,11 +45,14 @@ class Backend(ABC):
     fixed_tile_shape: (rows, columns) of the only tile shape the engine accepts, or None.
     fixed_batch: the only batch size the engine accepts, or None.
     preferred_tile_size: the tile size used when the caller does not choose one.
+    geometry: what the tiler must know about the network (channels, size requirements,
+        overlap, tiling preference); `geometry.scale` equals `scale`.
     """
 
     name: str
     scale: int
     device: torch.device
+    geometry: ModelGeometry = ModelGeometry()
     fixed_tile_shape: tuple[int, int] | None = None
     fixed_batch: int | None = None
     preferred_tile_size: int = 256
@@ -57,8 +61,9 @@ class Backend(ABC):
     def infer(self, batch: torch.Tensor) -> torch.Tensor:
         """Upscale a batch of tiles.
 
-        batch: N×3×h×w float32 on `device`, values in [0, 1].
-        Returns N×3×(scale·h)×(scale·w) on `device`, floating point, nominally [0, 1] (unclamped).
+        batch: N×C×h×w float32 on `device`, values in [0, 1], C = geometry.channels, h and w
+        meeting geometry.size_requirements.
+        Returns N×C×(scale·h)×(scale·w) on `device`, floating point, nominally [0, 1] (unclamped).
         Raises DeviceOutOfMemory when the batch does not fit, BackendError for other failures.
 
         Backends implement `_infer`; this wrapper turns whatever their runtime raises into those
@@ -122,18 +127,34 @@ def resolve_device(spec: str) -> torch.device:
     return torch.device("cuda", index)
 
 
-def resolve_precision(precision: Precision, device: torch.device) -> Precision:
-    """The precision to use on `device`: fp16 on CUDA and fp32 on CPU for AUTO.
+ALL_PRECISIONS = frozenset({Precision.FP32, Precision.FP16, Precision.BF16})
 
-    Raises BackendError for fp16 on a CPU, which PyTorch runs slowly and inexactly there.
+
+def resolve_precision(
+    precision: Precision, device: torch.device, supported: frozenset[Precision] = ALL_PRECISIONS, model: str = ""
+) -> Precision:
+    """The precision to use on `device` for a model that runs correctly in `supported`.
+
+    AUTO is fp32 on a CPU; on CUDA fp16, else bf16, else fp32, whichever the model supports first.
+    Raises BackendError for fp16 on a CPU, which PyTorch runs slowly and inexactly there, and for
+    a precision the model (named `model` in the message) does not support.
     """
     if precision is Precision.AUTO:
-        return Precision.FP16 if device.type == "cuda" else Precision.FP32
+        if device.type != "cuda":
+            return Precision.FP32
+        return next(choice for choice in (Precision.FP16, Precision.BF16, Precision.FP32) if choice in supported)
     if precision is Precision.FP16 and device.type == "cpu":
         raise BackendError(
             "fp16 is not supported on the CPU (PyTorch runs it slowly and inexactly there); fp32 and bf16 are",
             setting=Setting.PRECISION,
             suggestion="fp32",
+        )
+    if precision not in supported:
+        choices = ", ".join(sorted(choice.value for choice in supported))
+        raise BackendError(
+            f"{model or 'this model'} does not run correctly in {precision.value}; it supports {choices}",
+            setting=Setting.PRECISION,
+            suggestion="auto",
         )
     return precision
 
@@ -167,14 +188,17 @@ class TorchBackend(Backend):
         scale: int,
         device: torch.device,
         precision: Precision = Precision.AUTO,
+        geometry: ModelGeometry | None = None,
     ) -> None:
-        """network: maps N×3×h×w in [0, 1] to N×3×(scale·h)×(scale·w).
+        """network: maps N×C×h×w in [0, 1] to N×C×(scale·h)×(scale·w).
 
-        The backend runs its own copy, so the caller's network keeps its device and dtype and
-        several backends (fp32 and bf16, say) can be made from one loaded model.
+        geometry: the network's channels, size requirements and overlap; an RGB network without
+        requirements when omitted. The backend runs its own copy, so the caller's network keeps
+        its device and dtype and several backends (fp32 and bf16, say) can be made from one model.
         """
         self.scale = scale
         self.device = device
+        self.geometry = geometry or ModelGeometry(scale=scale)
         self.precision = resolve_precision(precision, device)
         self._dtype = _DTYPES[self.precision]
         # On a CPU, 160-pixel tiles kept the 2000×1500 benchmark under 0.7 GiB of RSS at

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .arch import offset_major_shuffle
+from .arch import SRGANGenerator, offset_major_shuffle
 from .atomic import atomic_path
 from .backends import _DTYPES, Backend, Precision, resolve_precision
 from .engine_cache import EngineCache, EngineKey
@@ -49,38 +49,69 @@ def export_network(model: LoadedModel, device: torch.device, precision: Precisio
     into contiguous copies instead of strided gathers; a change to this graph must bump
     `engine_cache.EXPORT_REVISION` so that engines built from the old one are not reused.
     """
-    dtype = _DTYPES[resolve_precision(precision, device)]
-    network = CastingNetwork(offset_major_shuffle(model.network), dtype)
-    network = network.eval().to(device, memory_format=torch.channels_last)
-    example = torch.rand(2, 3, 64, 64, device=device).contiguous(memory_format=torch.channels_last)
+    check_exportable(model)
+    dtype = _DTYPES[model_precision(model, precision, device)]
+    source = model.network
+    if isinstance(source, SRGANGenerator):
+        source = offset_major_shuffle(source)
+    network = CastingNetwork(source, dtype).eval().to(device, memory_format=torch.channels_last)
+    multiple = model.info.geometry.size_requirements.multiple_of
+    side = model.info.geometry.size_requirements.padded(64, 64)[0]
+    example = torch.rand(2, model.info.channels, side, side, device=device)
+    example = example.contiguous(memory_format=torch.channels_last)
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
-    height = torch.export.Dim("height", min=MIN_SIDE, max=MAX_SIDE)
-    width = torch.export.Dim("width", min=MIN_SIDE, max=MAX_SIDE)
+    # Networks that need sides divisible by `multiple` (pixel-unshuffle inputs) are exported
+    # for those sides only; the tiler pads every window to them.
+    height = multiple * torch.export.Dim("height", min=_ceil(MIN_SIDE, multiple), max=MAX_SIDE // multiple)
+    width = multiple * torch.export.Dim("width", min=_ceil(MIN_SIDE, multiple), max=MAX_SIDE // multiple)
+    if multiple == 1:
+        height = torch.export.Dim("height", min=MIN_SIDE, max=MAX_SIDE)
+        width = torch.export.Dim("width", min=MIN_SIDE, max=MAX_SIDE)
     with torch.no_grad():
         return torch.export.export(network, (example,), dynamic_shapes=({0: batch, 2: height, 3: width},))
 
 
+def _ceil(value: int, multiple: int) -> int:
+    return -(-value // multiple)
+
+
+def check_exportable(model: LoadedModel) -> None:
+    """Raise BackendError with the reason when the model's architecture gets no compiled engine."""
+    if model.info.export_refusal is not None:
+        message = f"{model.info.path}: {model.info.export_refusal}"
+        raise BackendError(message, setting=Setting.BACKEND, suggestion="eager")
+
+
+def model_precision(model: LoadedModel, precision: Precision, device: torch.device) -> Precision:
+    """`resolve_precision` for this model's architecture."""
+    name = f"{model.info.path} ({model.info.architecture})"
+    return resolve_precision(precision, device, model.info.precisions, name)
+
+
 def build_compiled(model: LoadedModel, device: torch.device, precision: Precision, cache: EngineCache) -> Path:
     """Compile an AOTInductor package (.pt2) for `device` into the cache; returns its path."""
-    precision = resolve_precision(precision, device)
+    precision = model_precision(model, precision, device)
     key = EngineKey.for_device("compiled", model.info.sha256, device, precision.value)
     cache.require_folder()  # before minutes of compiling, not after
     program = export_network(model, device, precision)
     with cache.scratch() as scratch:
         built = scratch / "engine.pt2"
         torch._inductor.aoti_compile_and_package(program, package_path=str(built))
-        check_package_runs(built, device)
+        check_package_runs(built, device, model.info.channels, model.info.geometry.size_requirements.padded(16, 16))
         return cache.store(key, built)
 
 
 _PROBE = """
 import sys, torch
 runner = torch._inductor.aoti_load_package(sys.argv[1])
-runner(torch.rand(1, 3, 16, 16, device=sys.argv[2]).contiguous(memory_format=torch.channels_last))
+shape = [int(value) for value in sys.argv[3:6]]
+runner(torch.rand(1, *shape, device=sys.argv[2]).contiguous(memory_format=torch.channels_last))
 """
 
 
-def check_package_runs(package: Path, device: torch.device) -> None:
+def check_package_runs(
+    package: Path, device: torch.device, channels: int = 3, side: tuple[int, int] = (16, 16)
+) -> None:
     """Load and run a freshly built package in a child process before it is kept.
 
     Loading a package can crash the whole process rather than raise (torch 2.11 did, with a
@@ -89,7 +120,10 @@ def check_package_runs(package: Path, device: torch.device) -> None:
     """
     try:
         result = subprocess.run(
-            [sys.executable, "-c", _PROBE, str(package), str(device)], capture_output=True, text=True, timeout=600
+            [sys.executable, "-c", _PROBE, str(package), str(device), str(channels), *map(str, side)],
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
     except subprocess.TimeoutExpired:
         raise BackendError(f"{package}: the compiled package did not load within 10 minutes") from None
@@ -109,8 +143,10 @@ def export_onnx(model: LoadedModel, path: Path, opset: int = 17) -> Path:
 
     Raises BackendError (setting OUTPUT) when the file cannot be written there.
     """
+    if model.network is None:
+        raise BackendError(f"{model.info.path}: already an ONNX model", setting=Setting.MODEL)
     network = _private_copy(model.network, torch.device("cpu"))
-    example = torch.rand(1, 3, 64, 64)
+    example = torch.rand(1, model.info.channels, *model.info.geometry.size_requirements.padded(64, 64))
     axes = {"image": {0: "batch", 2: "height", 3: "width"}, "upscaled": {0: "batch", 2: "out_height", 3: "out_width"}}
     path = Path(path)
     try:
@@ -143,6 +179,7 @@ class _EagerForSmallTiles(Backend):
     def __init__(self, model: LoadedModel, device: torch.device) -> None:
         self.scale = model.scale
         self.device = device
+        self.geometry = model.info.geometry
         self._eager = _private_copy(model.network, device)
 
     def _small(self, batch: torch.Tensor) -> torch.Tensor | None:
@@ -157,7 +194,7 @@ class CompiledBackend(_EagerForSmallTiles):
 
     def __init__(self, model: LoadedModel, package: Path, device: torch.device, precision: Precision) -> None:
         super().__init__(model, device)
-        self.precision = resolve_precision(precision, device)
+        self.precision = model_precision(model, precision, device)
         self.name = f"compiled-{device.type} {self.precision.value}"
         self.preferred_tile_size = 160 if device.type == "cpu" else 512
         try:
@@ -223,11 +260,12 @@ def build_tensorrt(
         raise BackendError(f"TensorRT is unavailable: {reason}")
     import torch_tensorrt
 
-    precision = resolve_precision(precision, device)
+    check_exportable(model)
+    precision = model_precision(model, precision, device)
     key = EngineKey.for_device("tensorrt", model.info.sha256, device, precision.value, tile_shape, batch)
     cache.require_folder()  # before minutes of building, not after
     network = _private_copy(model.network, device)
-    example = torch.rand(batch, 3, *tile_shape, device=device)
+    example = torch.rand(batch, model.info.channels, *tile_shape, device=device)
     program = torch.export.export(network, (example,))
     engine = torch_tensorrt.dynamo.compile(program, inputs=[example], enabled_precisions={_DTYPES[precision]})
     with cache.scratch() as scratch:
@@ -253,9 +291,9 @@ class TensorRTBackend(Backend):
             raise BackendError(f"TensorRT is unavailable: {reason}")
         import torch_tensorrt  # noqa: F401  (registers the engine's operators for loading)
 
-        self.scale, self.device = model.scale, device
+        self.scale, self.device, self.geometry = model.scale, device, model.info.geometry
         self.fixed_tile_shape, self.fixed_batch = tile_shape, batch
-        self.precision = resolve_precision(precision, device)
+        self.precision = model_precision(model, precision, device)
         self.name = f"tensorrt {self.precision.value} {tile_shape[0]}×{tile_shape[1]}×{batch}"
         self._module = torch.export.load(str(engine)).module()
 

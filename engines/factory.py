@@ -5,12 +5,14 @@ from __future__ import annotations
 import enum
 from pathlib import Path
 
-from .backends import Backend, Precision, TorchBackend, resolve_device, resolve_precision
+from .backends import Backend, Precision, TorchBackend, resolve_device
 from .compiled import (
     CompiledBackend,
     TensorRTBackend,
     build_compiled,
     build_tensorrt,
+    check_exportable,
+    model_precision,
     tensorrt_unavailable_reason,
 )
 from .engine_cache import EngineCache, EngineKey
@@ -44,8 +46,9 @@ def create_upscaler(
     when missing), 'tensorrt' (a TensorRT engine for the tile size and batch, built when
     missing), or 'auto': a cached TensorRT engine on an NVIDIA GPU, else a cached compiled
     package, else eager; it never builds. `upscaler.backend.name` says which was chosen.
-    Raises BackendError when the device, precision or backend is not available here, or a
-    cached engine is stale or foreign.
+    precision: AUTO never picks one the model's architecture does not support.
+    Raises BackendError when the device, precision or backend is not available here or for this
+    architecture, or a cached engine is stale or foreign.
     """
     try:
         backend = BackendKind(backend)
@@ -53,12 +56,23 @@ def create_upscaler(
         names = ", ".join(kind.value for kind in BackendKind)
         raise BackendError(f"unknown backend '{backend}': it is one of {names}", setting=Setting.BACKEND) from None
     torch_device = resolve_device(device)
-    resolved = resolve_precision(precision, torch_device)
+    resolved = model_precision(model, precision, torch_device)
     cache = EngineCache(engines_dir)
-    chosen = _tensorrt(model, torch_device, resolved, settings, backend, cache) or _compiled(
-        model, torch_device, resolved, backend, cache
-    )
-    return Upscaler(chosen or TorchBackend(model.network, model.scale, torch_device, resolved), settings)
+    exportable = model.info.export_refusal is None
+    if not exportable and backend in ("compiled", "tensorrt"):
+        check_exportable(model)
+    if model.network is None:  # an ONNX file: ONNX Runtime is its only backend
+        from .onnx_models import OnnxModelBackend
+
+        return Upscaler(OnnxModelBackend(model.info, torch_device), settings)
+    chosen = None
+    if exportable:
+        chosen = _tensorrt(model, torch_device, resolved, settings, backend, cache) or _compiled(
+            model, torch_device, resolved, backend, cache
+        )
+    if chosen is None:
+        chosen = TorchBackend(model.network, model.scale, torch_device, resolved, model.info.geometry)
+    return Upscaler(chosen, settings)
 
 
 def _tensorrt(model, device, precision, settings, backend, cache) -> Backend | None:

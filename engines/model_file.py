@@ -1,10 +1,12 @@
-"""Model files: safetensors with metadata, and plain PyTorch state dicts of the same networks.
+"""Model files: srgan's own (safetensors with metadata, or a PyTorch state dict of the same
+network) first, then any architecture spandrel detects (engines/spandrel_models.py).
 
 Model files come from strangers, so reading one is bounded and never executes code from it:
 safetensors holds only tensors and strings, PyTorch files are read with
-`torch.load(weights_only=True)` after refusing archives whose members could inflate, and the
-network's size is read off the tensors present and checked against `arch.MAX_BLOCKS` and
-`arch.MAX_CHANNELS` before anything is allocated for it. Every problem is a one-line
+`torch.load(weights_only=True)` after refusing archives whose members could inflate and
+TorchScript archives (whose loading runs their code), and an SRGAN network's size is read off
+the tensors present and checked against `arch.MAX_BLOCKS` and `arch.MAX_CHANNELS` before
+anything is allocated for it; spandrel only ever sees the tensors. Every problem is a one-line
 `ModelFileError` naming the file.
 """
 
@@ -28,15 +30,20 @@ from torch import nn
 
 from .arch import MAX_BLOCKS, MAX_CHANNELS, SUPPORTED_SCALES, GeneratorConfig, SRGANGenerator, fold_batchnorm
 from .atomic import atomic_path
+from .backends import Precision
+from .descriptor import ModelDescriptor
 from .digest import file_sha256
 from .errors import ModelFileError, Setting
+from .tiling import ModelGeometry
 
 FORMAT_NAME = "srgan-generator"
 FORMAT_VERSION = "1"
 ARCH_NAME = "srgan"
 SAFETENSORS_SUFFIXES = (".safetensors",)
 PYTORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
-_WRAPPER_KEYS = ("params_ema", "params", "state_dict", "generator", "model")
+ONNX_SUFFIXES = (".onnx",)
+MODEL_SUFFIXES = SAFETENSORS_SUFFIXES + PYTORCH_SUFFIXES + ONNX_SUFFIXES
+_WRAPPER_KEYS = ("params_ema", "params-ema", "params", "state_dict", "model_state_dict", "generator", "model", "net")
 _PREFIXES = ("module.", "netG.", "net_g.", "generator.")
 # Checkpoints nest the state dict a level or two deep; a file may nest (or contain) itself forever.
 _MAX_WRAPPER_DEPTH = 8
@@ -54,7 +61,10 @@ _LEGACY_MAGIC = b"\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What a model file holds, read from its metadata and checked against its tensors.
+    """What an SRGAN generator file holds, read from its metadata and checked against its tensors.
+
+    Training reads this (the generator's configuration and lineage); inference reads the
+    architecture-neutral `ModelDescriptor` that `load_model` returns.
 
     input_range / output_range: the value ranges the network was trained on; inference maps
     them to and from [0, 1]. training: a short free-form summary (dataset, steps, PSNR, ...).
@@ -108,14 +118,16 @@ class WeightsFile:
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A model file ready for inference.
+    """A model file ready for inference, of any architecture.
 
-    network: eval-mode float32 CPU module mapping N×3×H×W in [0, 1] to
-    N×3×(scale·H)×(scale·W) in [0, 1] (unclamped), BatchNorm folded in.
+    info: what the core knows about it (architecture, geometry, precisions, hash, ...).
+    network: eval-mode float32 CPU module mapping N×C×H×W in [0, 1] to
+    N×C×(scale·H)×(scale·W) in [0, 1] (unclamped), C = info.channels (3, or 1 for gray models);
+    None for ONNX files, which run through ONNX Runtime only (info.file_format "onnx").
     """
 
-    info: ModelInfo
-    network: nn.Module
+    info: ModelDescriptor
+    network: nn.Module | None
 
     @property
     def scale(self) -> int:
@@ -187,6 +199,22 @@ def load_generator(path: Path) -> tuple[SRGANGenerator, ModelInfo]:
     """
     path = Path(path)
     weights = read_weights(path)
+    if weights.metadata.get("format", FORMAT_NAME) != FORMAT_NAME:
+        raise ModelFileError(
+            f"{path}: metadata says format {_shown(weights.metadata['format'])}, expected '{FORMAT_NAME}'"
+        )
+    return _srgan_generator(path, weights, _sha256(path))
+
+
+def is_srgan_file(weights: WeightsFile) -> bool:
+    """Whether a file claims to be, or is shaped like, srgan's own generator (checked fully on loading)."""
+    if "format" in weights.metadata:
+        return weights.metadata["format"] == FORMAT_NAME
+    head = weights.tensors.get("head.0.weight")
+    return head is not None and head.ndim == 4 and tuple(head.shape[1:]) == (3, 9, 9)
+
+
+def _srgan_generator(path: Path, weights: WeightsFile, sha256: str) -> tuple[SRGANGenerator, ModelInfo]:
     config = _config_from_tensors(path, weights.tensors)
     _check_metadata(path, weights.metadata, config)
     input_range = _range(path, weights.metadata, "input_range")
@@ -200,7 +228,7 @@ def load_generator(path: Path) -> tuple[SRGANGenerator, ModelInfo]:
         input_range=input_range,
         output_range=output_range,
         training=_training(weights.metadata),
-        sha256=_sha256(path),
+        sha256=sha256,
         file_format=weights.file_format,
     )
     return generator, info
@@ -209,14 +237,53 @@ def load_generator(path: Path) -> tuple[SRGANGenerator, ModelInfo]:
 def load_model(path: Path) -> LoadedModel:
     """Read a model file (.safetensors, or a PyTorch state dict: .pth .pt .ckpt .bin) for inference.
 
-    Raises ModelFileError as `load_generator` does.
+    srgan's own generator first; any other file goes to spandrel (.onnx files to ONNX Runtime), which detects ESRGAN,
+    Real-ESRGAN Compact, SPAN, SwinIR, DAT and the other architectures of its registry.
+    Raises ModelFileError, naming the file and what was expected, when the file is missing,
+    unreadable, would need code to load, or matches no architecture.
     """
-    generator, info = load_generator(path)
+    path = Path(path)
+    if path.suffix.lower() in ONNX_SUFFIXES and path.is_file():
+        from .onnx_models import describe_onnx
+
+        return LoadedModel(info=describe_onnx(path), network=None)
+    weights = read_weights(path)
+    sha256 = _sha256(path)
+    if not is_srgan_file(weights):
+        from .spandrel_models import load_spandrel  # spandrel is imported only when a file needs it
+
+        descriptor, network = load_spandrel(path, weights.tensors, sha256, weights.file_format)
+        check_finite(path, network.state_dict(), "")
+        return LoadedModel(info=descriptor, network=network)
+    generator, info = _srgan_generator(path, weights, sha256)
     network: nn.Module = fold_batchnorm(generator.eval())
     check_finite(info.path, network.state_dict(), " once BatchNorm is folded in")
     if info.input_range != (0.0, 1.0) or info.output_range != (0.0, 1.0):
         network = RangeAdapter(network, info.input_range, info.output_range).eval()
-    return LoadedModel(info=info, network=network)
+    return LoadedModel(info=srgan_descriptor(info), network=network)
+
+
+def srgan_descriptor(info: ModelInfo) -> ModelDescriptor:
+    """The architecture-neutral description of an SRGAN generator file."""
+    return ModelDescriptor(
+        path=info.path,
+        architecture="SRGAN",
+        geometry=ModelGeometry(scale=info.config.scale, channels=3, overlap=16),
+        precisions=frozenset({Precision.FP32, Precision.FP16, Precision.BF16}),
+        purpose="SR",
+        licence="MIT (this project)",
+        sha256=info.sha256,
+        file_format=info.file_format,
+        tags=(f"{info.config.blocks}nb", f"{info.config.channels}nf"),
+        details={
+            "blocks": info.config.blocks,
+            "features": info.config.channels,
+            "batchnorm": info.config.batchnorm,
+            "input_range": list(info.input_range),
+            "output_range": list(info.output_range),
+        },
+        training=dict(info.training),
+    )
 
 
 def read_weights(path: Path) -> WeightsFile:
@@ -254,8 +321,6 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
             f"{path}: not a readable safetensors file (truncated or corrupt: {_first_line(error)});"
             " re-download or re-export it"
         ) from error
-    if metadata.get("format", FORMAT_NAME) != FORMAT_NAME:
-        raise ModelFileError(f"{path}: metadata says format {_shown(metadata['format'])}, expected '{FORMAT_NAME}'")
     return tensors, metadata
 
 
@@ -263,9 +328,16 @@ def read_pytorch(path: Path) -> object:
     """The object a PyTorch file holds, read by torch's weights-only unpickler: no code runs.
 
     Raises ModelFileError saying what the file is when it cannot be loaded: not a PyTorch file,
-    truncated or corrupt, a pickle that needs code, or an archive that could inflate in memory.
+    truncated or corrupt, a pickle that needs code, a TorchScript module, or an archive that
+    could inflate in memory.
     """
     path = Path(path)
+    if _is_torchscript(path):
+        raise ModelFileError(
+            f"{path}: refused to load: a TorchScript module runs its own code when loaded;"
+            " expected a state dict (convert it where you trust it: torch.jit.load, then save the state_dict"
+            " as .safetensors)"
+        )
     if not _refuse_unbounded_formats(path):
         raise ModelFileError(_why_unloadable(path, None))
     try:
@@ -279,6 +351,17 @@ def read_pytorch(path: Path) -> object:
         raise _unreadable(path, error) from error
     except Exception as error:  # hostile bytes reach KeyError, IndexError, AssertionError... in the unpickler
         raise ModelFileError(_why_unloadable(path, error)) from error
+
+
+def _is_torchscript(path: Path) -> bool:
+    """A zip archive with a code/ folder is TorchScript; torch.load would hand it to torch.jit.load."""
+    if not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any("/code/" in name or name.endswith("constants.pkl") for name in archive.namelist())
+    except Exception:  # noqa: BLE001 - a damaged archive is not TorchScript; the bounded reader names the damage
+        return False
 
 
 def _refuse_unbounded_formats(path: Path) -> bool:
@@ -384,6 +467,8 @@ def unwrap_state_dict(path: Path, loaded: object) -> dict[str, torch.Tensor]:
             break
         seen.add(id(loaded))
         inner = next((loaded[key] for key in _WRAPPER_KEYS if isinstance(loaded.get(key), dict)), None)
+        if inner is None and len(loaded) == 1 and isinstance(next(iter(loaded.values())), dict):
+            inner = next(iter(loaded.values()))
         if inner is None:
             break
         loaded = inner

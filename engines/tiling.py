@@ -13,6 +13,7 @@ tiled result equals whole-image inference up to rounding.
 
 from __future__ import annotations
 
+import enum
 import math
 from dataclasses import dataclass
 
@@ -43,14 +44,15 @@ class Tile:
     x: Span
 
 
-def plan_axis(length: int, window: int, overlap: int, shrink: bool = True) -> list[Span]:
+def plan_axis(length: int, window: int, overlap: int, shrink: bool = True, multiple: int = 1) -> list[Span]:
     """Cut an axis of `length` pixels into spans whose windows all have one length.
 
     Uses the fewest tiles whose windows fit in `window`: edge cores need context on one side
     only, so they are `overlap` longer than the others. With `shrink`, the window is then cut
     down to what those cores need, so no pixel is computed that is not needed; without it
     (engines with a fixed input shape) every window is exactly `window` long, or `length` when
-    the axis is shorter.
+    the axis is shorter. multiple: shrunk windows are rounded up to a multiple of it (for
+    networks that need one), never beyond `window`.
     Raises ValueError when the window leaves no core after the context on both sides.
     """
     if length < 1:
@@ -60,6 +62,7 @@ def plan_axis(length: int, window: int, overlap: int, shrink: bool = True) -> li
     if length <= window:
         return [Span(0, length, 0, length, 0)]
     count = math.ceil((length - 2 * overlap) / (window - 2 * overlap))
+    original = window
     inner = [overlap + round(i * (length - 2 * overlap) / count) for i in range(1, count)]
     bounds = [0, *inner, length]
     if shrink:
@@ -68,6 +71,7 @@ def plan_axis(length: int, window: int, overlap: int, shrink: bool = True) -> li
             length - bounds[-2] + overlap,
             *(end - start + 2 * overlap for start, end in zip(bounds[1:-2], bounds[2:-1])),
         )
+        window = min(math.ceil(window / multiple) * multiple, original)
     spans = []
     for index in range(count):
         core_start, core_end = bounds[index], bounds[index + 1]
@@ -79,14 +83,16 @@ def plan_axis(length: int, window: int, overlap: int, shrink: bool = True) -> li
     return spans
 
 
-def plan_tiles(height: int, width: int, window: tuple[int, int], overlap: int, shrink: bool = True) -> list[Tile]:
+def plan_tiles(
+    height: int, width: int, window: tuple[int, int], overlap: int, shrink: bool = True, multiple: int = 1
+) -> list[Tile]:
     """All tiles of a height×width image in raster order (the order blending relies on).
 
     window: (rows, columns) of a tile's largest window in input pixels; see `plan_axis` for
-    `shrink` and for axes shorter than their window.
+    `shrink`, `multiple` and for axes shorter than their window.
     """
-    rows = plan_axis(height, window[0], overlap, shrink)
-    columns = plan_axis(width, window[1], overlap, shrink)
+    rows = plan_axis(height, window[0], overlap, shrink, multiple)
+    columns = plan_axis(width, window[1], overlap, shrink, multiple)
     return [Tile(row, column) for row in rows for column in columns]
 
 
@@ -107,3 +113,68 @@ def axis_weights(span: Span, scale: int) -> np.ndarray:
     core = (span.core_end - span.core_start) * scale
     fade = (np.arange(band, dtype=np.float32) + 0.5) / band if band else np.empty(0, np.float32)
     return np.concatenate([fade, np.ones(core, np.float32)])
+
+
+class Tiling(str, enum.Enum):
+    """How a model wants to be tiled (spandrel's `ModelTiling`).
+
+    SUPPORTED: tiles of any size. DISCOURAGED: works tiled, but global context matters, so the
+    core uses the largest tile memory allows. INTERNAL: the model tiles itself; same as
+    DISCOURAGED here.
+    """
+
+    SUPPORTED = "supported"
+    DISCOURAGED = "discouraged"
+    INTERNAL = "internal"
+
+
+@dataclass(frozen=True)
+class SizeRequirements:
+    """Input sizes a network accepts: each side at least `minimum`, a multiple of `multiple_of`, square if asked."""
+
+    minimum: int = 0
+    multiple_of: int = 1
+    square: bool = False
+
+    def __post_init__(self) -> None:
+        if self.minimum < 0 or self.multiple_of < 1:
+            raise ValueError(f"invalid size requirements: minimum {self.minimum}, multiple_of {self.multiple_of}")
+
+    @property
+    def none(self) -> bool:
+        return self.minimum <= 1 and self.multiple_of == 1 and not self.square
+
+    def padded(self, rows: int, columns: int) -> tuple[int, int]:
+        """The smallest (rows, columns) at least as large as the given ones that meet the requirements."""
+        rows = _round_up(max(rows, self.minimum), self.multiple_of)
+        columns = _round_up(max(columns, self.minimum), self.multiple_of)
+        if self.square:
+            rows = columns = max(rows, columns)
+        return rows, columns
+
+    def tile_size(self, requested: int) -> int:
+        """A square tile side near `requested` needing no padding: rounded down to a multiple, at least the minimum."""
+        side = max(requested // self.multiple_of * self.multiple_of, self.multiple_of)
+        return max(side, _round_up(self.minimum, self.multiple_of))
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return math.ceil(value / multiple) * multiple
+
+
+@dataclass(frozen=True)
+class ModelGeometry:
+    """What the tiler must know about a network to cut, pad and blend tiles for it.
+
+    scale: output pixels per input pixel along each side (1 for restoration models).
+    channels: input and output channels: 3 (RGB) or 1 (gray; colour images go through per channel).
+    size_requirements: window sizes the network accepts; the core pads windows to them.
+    overlap: default context in input pixels around each tile, from the architecture's receptive field.
+    tiling: whether the model wants small tiles or the largest that fit.
+    """
+
+    scale: int = 4
+    channels: int = 3
+    size_requirements: SizeRequirements = SizeRequirements()
+    overlap: int = 16
+    tiling: Tiling = Tiling.SUPPORTED

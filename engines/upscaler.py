@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from .backends import Backend
 from .errors import Cancelled, DeviceOutOfMemory
-from .tiling import Tile, axis_weights, blend_weights, plan_tiles
+from .tiling import SizeRequirements, Tile, Tiling, axis_weights, blend_weights, plan_tiles
 
 ProgressCallback = Callable[[int, int], None]
 """Called with (tiles done, tiles in all) after every batch."""
@@ -24,19 +24,24 @@ class TileSettings:
 
     tile_size: side of the square window the network sees, in input pixels; None takes the
         backend's preferred size (small on a CPU, where memory bandwidth and RSS matter,
-        large on a GPU).
-    overlap: pixels of image context read on each side of a tile's core.
+        large on a GPU), or the whole image for models whose tiling is discouraged. It is
+        rounded down to what the model's size requirements allow.
+    overlap: pixels of image context read on each side of a tile's core; None takes the
+        model's (from its architecture's receptive field, `ModelGeometry.overlap`).
     batch_size: tiles run through the backend at once.
     min_tile_size: smallest tile the out-of-memory retry halves down to.
     """
 
     tile_size: int | None = None
-    overlap: int = 16
+    overlap: int | None = None
     batch_size: int = 1
     min_tile_size: int = 32
 
     def __post_init__(self) -> None:
-        if self.overlap < 0 or (self.tile_size is not None and self.tile_size - 2 * self.overlap < 8):
+        if self.overlap is None:
+            if self.tile_size is not None and self.tile_size < 16:
+                raise ValueError(f"tile size {self.tile_size} is too small: use at least 16")
+        elif self.overlap < 0 or (self.tile_size is not None and self.tile_size - 2 * self.overlap < 8):
             raise ValueError(
                 f"tile size {self.tile_size} leaves too little after {self.overlap} pixels of overlap"
                 " on each side: use a tile size of at least 2 × overlap + 8"
@@ -78,7 +83,8 @@ class Upscaler:
 
         pixels: H×W (gray) or H×W×C with C = 1 (gray), 2 (gray, alpha), 3 (RGB) or 4 (RGBA);
         uint8 or uint16. Returns an array of the same dtype and layout, scale·H × scale·W.
-        Alpha is run through the network as a gray image unless it is constant.
+        Alpha is run through the network as a gray image unless it is constant. A gray (1-channel)
+        model upscales each colour channel on its own; an RGB model sees gray as equal R, G, B.
         Raises Cancelled when `cancel` is set, DeviceOutOfMemory when even the smallest tile
         does not fit, BackendError when the backend fails, ValueError for unsupported arrays.
         """
@@ -86,21 +92,22 @@ class Upscaler:
         height, width, channels = image.shape
         scale = self.scale
         output = np.empty((height * scale, width * scale, channels), dtype=image.dtype)
-        passes = [
-            _Pass(
-                image[:, :, :3] if channels >= 3 else image[:, :, :1],
-                output[:, :, :3] if channels >= 3 else output[:, :, :1],
-            )
-        ]
+        if channels >= 3 and self.backend.geometry.channels == 1:
+            passes = [_Pass(image[:, :, c : c + 1], output[:, :, c : c + 1]) for c in range(3)]
+        else:
+            passes = [
+                _Pass(
+                    image[:, :, :3] if channels >= 3 else image[:, :, :1],
+                    output[:, :, :3] if channels >= 3 else output[:, :, :1],
+                )
+            ]
         if channels in (2, 4):
             alpha, alpha_out = image[:, :, -1:], output[:, :, -1:]
             if alpha.min() == alpha.max():
                 alpha_out[...] = alpha[0, 0, 0]
             else:
                 passes.append(_Pass(alpha, alpha_out))
-        settings = self.settings
-        if settings.tile_size is None:
-            settings = replace(settings, tile_size=max(self.backend.preferred_tile_size, 2 * settings.overlap + 8))
+        settings = self.resolved_settings(height, width)
         while True:
             try:
                 self._run_passes(passes, settings, progress, cancel)
@@ -108,12 +115,30 @@ class Upscaler:
             except DeviceOutOfMemory:
                 # Every pixel is rewritten by the next attempt, in the same order, so the
                 # partly written output needs no reset.
-                half = settings.tile_size // 2
+                half = self.backend.geometry.size_requirements.tile_size(settings.tile_size // 2)
                 floor = max(settings.min_tile_size, 2 * settings.overlap + 8)
-                if self.backend.fixed_tile_shape is not None or half < floor:
+                if self.backend.fixed_tile_shape is not None or half < floor or half >= settings.tile_size:
                     raise
                 settings = replace(settings, tile_size=half)
         return output.reshape(output.shape[:2]) if pixels.ndim == 2 else output
+
+    def resolved_settings(self, height: int, width: int) -> TileSettings:
+        """The settings with tile size and overlap resolved for this backend's model and this image."""
+        geometry = self.backend.geometry
+        settings = self.settings
+        overlap = settings.overlap
+        tile = settings.tile_size
+        if tile is None:
+            if geometry.tiling is Tiling.SUPPORTED:
+                tile = max(self.backend.preferred_tile_size, 2 * (overlap or geometry.overlap) + 8)
+            else:
+                # The model wants global context: one window over the whole image, halved on
+                # out-of-memory until it fits.
+                tile = max(height, width, self.backend.preferred_tile_size)
+        tile = geometry.size_requirements.tile_size(tile)
+        if overlap is None:
+            overlap = max(0, min(geometry.overlap, (tile - 8) // 2))
+        return replace(settings, tile_size=tile, overlap=overlap)
 
     def _window(self, settings: TileSettings) -> tuple[int, int]:
         fixed = self.backend.fixed_tile_shape
@@ -128,7 +153,8 @@ class Upscaler:
     ) -> None:
         height, width = passes[0].source.shape[:2]
         fixed = self.backend.fixed_tile_shape is not None
-        tiles = plan_tiles(height, width, self._window(settings), settings.overlap, shrink=not fixed)
+        multiple = self.backend.geometry.size_requirements.multiple_of
+        tiles = plan_tiles(height, width, self._window(settings), settings.overlap, not fixed, multiple)
         batch_size = self.backend.fixed_batch or settings.batch_size
         total, done = len(tiles) * len(passes), 0
         for image_pass in passes:
@@ -166,11 +192,13 @@ class Upscaler:
         peak = float(np.iinfo(dtype).max)
         channels, rows, columns = windows.shape[1:]
         batch = windows.float().div_(peak).contiguous(memory_format=torch.channels_last)
-        if channels == 1:
+        widen = channels == 1 and backend.geometry.channels == 3
+        if widen:
             batch = batch.expand(-1, 3, -1, -1)
+        batch = pad_to_requirements(batch, backend.geometry.size_requirements)
         padded = _pad_to_engine(batch, backend.fixed_tile_shape, backend.fixed_batch)
         result = backend.infer(padded)[: len(windows), :, : rows * backend.scale, : columns * backend.scale]
-        if channels == 1:
+        if widen:
             result = result.float().mean(dim=1, keepdim=True)
         return result.float().clamp_(0.0, 1.0).mul_(peak).round_()
 
@@ -254,6 +282,26 @@ def _as_channels(pixels: np.ndarray) -> np.ndarray:
     if image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4) or 0 in image.shape:
         raise ValueError(f"pixels must be H×W or H×W×C with C in 1..4, not shape {pixels.shape}")
     return image
+
+
+def pad_to_requirements(batch: torch.Tensor, requirements: SizeRequirements) -> torch.Tensor:
+    """Pad N×C×h×w windows at the bottom and right to sizes the network accepts.
+
+    Mirrors the window's own pixels (as spandrel does for whole images, so a window that is the
+    whole image gives exactly spandrel's result), replicating the edge for what reflection,
+    which reaches at most size - 1 pixels, cannot cover. The caller crops the output.
+    """
+    rows, columns = batch.shape[2:]
+    padded_rows, padded_columns = requirements.padded(rows, columns)
+    pad_rows, pad_columns = padded_rows - rows, padded_columns - columns
+    if not pad_rows and not pad_columns:
+        return batch
+    reflect_rows, reflect_columns = min(pad_rows, rows - 1), min(pad_columns, columns - 1)
+    if reflect_rows or reflect_columns:
+        batch = F.pad(batch, (0, reflect_columns, 0, reflect_rows), mode="reflect")
+    if pad_rows - reflect_rows or pad_columns - reflect_columns:
+        batch = F.pad(batch, (0, pad_columns - reflect_columns, 0, pad_rows - reflect_rows), mode="replicate")
+    return batch
 
 
 def _pad_to_engine(batch: torch.Tensor, tile_shape: tuple[int, int] | None, batch_size: int | None) -> torch.Tensor:

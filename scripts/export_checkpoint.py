@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from srgan.engines import GeneratorConfig, SRGANGenerator, load_model, save_model
+from srgan.engines import GeneratorConfig, SRGANGenerator, load_generator, save_model
 from srgan.train import load_settings
 from srgan.train.data import find_images
 from srgan.train.run import SETTINGS_NAME
@@ -42,7 +42,7 @@ def main() -> None:
         "batch": f"{settings.batch_size}×{settings.hr_crop}²",
         "loss": settings.pixel_loss,
         "learning_rate": str(settings.learning_rate),
-        **lineage(load_model(Path(settings.init_generator)).info if settings.init_generator else None, state["step"]),
+        **lineage(load_generator(Path(settings.init_generator))[1] if settings.init_generator else None, state["step"]),
     }
     with (args.run_dir / "metrics.csv").open() as stream:
         validations = [row for row in csv.DictReader(stream) if row["psnr"] and int(row["step"]) <= state["step"]]

@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 
 import torch
 import typer
+from typer.core import TyperGroup
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -17,11 +18,13 @@ from srgan.engines import (
     EngineCache,
     NoDefaultModelError,
     SrganError,
+    add_model,
     default_engines_dir,
     default_model_path,
     find_model_files,
     load_model,
     model_dirs,
+    resolve_model,
     tensorrt_unavailable_reason,
 )
 
@@ -30,7 +33,22 @@ from .gimp_cmd import default_plugins_dir, installed_plugin
 from .options import JsonOption
 from .state import CliState
 
-_PACKAGES = ("srgan", "torch", "numpy", "pillow", "safetensors", "typer", "rich", "imagecodecs", "tifffile", "watchdog")
+_PACKAGES = (
+    "srgan",
+    "torch",
+    "torchvision",
+    "spandrel",
+    "spandrel_extra_arches",
+    "onnxruntime",
+    "numpy",
+    "pillow",
+    "safetensors",
+    "typer",
+    "rich",
+    "imagecodecs",
+    "tifffile",
+    "watchdog",
+)
 
 
 def _version(package: str) -> str:
@@ -110,6 +128,23 @@ def info(ctx: typer.Context, json_lines: JsonOption = False) -> None:
     console.print(f"GIMP plug-in: {escape(report['gimp_plugin'])}")
 
 
+class _ListByDefault(TyperGroup):
+    """`srgan models [FILES...]` lists; `srgan models add FILE` adds. Anything but a subcommand goes to `list`."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h")):
+            args = ["list", *args]
+        return super().parse_args(ctx, args)
+
+
+models_app = typer.Typer(
+    cls=_ListByDefault,
+    help="List model files and what they hold, or add one to your model folder.",
+    no_args_is_help=False,
+)
+
+
+@models_app.command("list")
 def models(
     ctx: typer.Context,
     paths: Annotated[
@@ -117,9 +152,9 @@ def models(
     ] = None,
     json_lines: JsonOption = False,
 ) -> None:
-    """List model files and their metadata."""
+    """List model files: architecture, scale, channels, tiling, precisions, licence hint (the default)."""
     ctx.ensure_object(CliState).json = json_lines
-    candidates = list(paths) if paths else find_model_files()
+    candidates = [resolve_model(path) for path in paths] if paths else find_model_files()
     described: list[dict[str, object]] = []
     for path in candidates:
         try:
@@ -136,18 +171,54 @@ def models(
     if not described:
         console.print(f"no model files in {escape(', '.join(str(folder) for folder in model_dirs()))}")
         return
-    table = Table("model", "scale", "blocks", "channels", "BN", "training")
+    table = Table("model", "arch", "scale", "channels", "tiling", "overlap", "precisions", "notes")
     for entry in described:
         if "error" in entry:
-            table.add_row(escape(str(entry["path"])), "", "", "", "", f"[red]{escape(str(entry['error']))}[/]")
+            table.add_row(escape(str(entry["path"])), "", "", "", "", "", "", f"[red]{escape(str(entry['error']))}[/]")
             continue
-        training = ", ".join(f"{key}: {value}" for key, value in entry["training"].items())
-        table.add_row(
-            escape(str(entry["path"])),
-            f"{entry['scale']}×",
-            str(entry["blocks"]),
-            str(entry["channels"]),
-            "yes" if entry["batchnorm"] else "no",
-            escape(training) or "-",
-        )
+        table.add_row(*_model_row(entry))
     console.print(table)
+
+
+@models_app.command("add")
+def add(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="Model file to load once and copy into your model folder.")],
+    json_lines: JsonOption = False,
+) -> None:
+    """Copy a model file into your model folder after loading it once; then name it by its stem."""
+    ctx.ensure_object(CliState).json = json_lines
+    loaded, target = add_model(path)
+    entry = {**loaded.info.describe(), "added": str(target)}
+    if json_lines:
+        typer.echo(json.dumps(entry))
+        return
+    console = Console(highlight=False)
+    requirements = entry["size_requirements"]
+    console.print(
+        f"{escape(str(target))}: {entry['arch']} {entry['scale']}× {entry['purpose']},"
+        f" {_channels(entry)}, tiling {entry['tiling']}, overlap {entry['overlap']},"
+        f" precisions {', '.join(entry['precisions'])}, sides multiple of {requirements['multiple_of']}"
+        f" (at least {requirements['minimum']}), compiled engine {'yes' if entry['compiled_engine'] else 'no'}"
+    )
+    console.print(f"use it with: srgan upscale --model {escape(target.stem)} ...")
+
+
+def _channels(entry: dict) -> str:
+    return "gray" if entry["input_channels"] == 1 else "RGB"
+
+
+def _model_row(entry: dict) -> list[str]:
+    notes = [f"{key}: {value}" for key, value in entry["training"].items()]
+    notes += [str(entry["licence"])] if entry["licence"] else []
+    notes += [] if entry["compiled_engine"] else ["no compiled engine"]
+    return [
+        escape(str(entry["path"])),
+        escape(str(entry["arch"])),
+        f"{entry['scale']}×",
+        _channels(entry),
+        str(entry["tiling"]),
+        str(entry["overlap"]),
+        ", ".join(entry["precisions"]),
+        escape(", ".join(notes)) or "-",
+    ]

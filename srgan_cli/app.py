@@ -75,7 +75,7 @@ def root(
 
 app.command("upscale", no_args_is_help=True)(upscale.upscale)
 app.command("info")(about.info)
-app.command("models")(about.models)
+app.add_typer(about.models_app, name="models")
 app.command("watch", no_args_is_help=True)(watch_cmd.watch)
 app.command("build-engine")(engine_cmd.build_engine)
 app.add_typer(gimp_cmd.app, name="gimp")

@@ -15,6 +15,7 @@ from srgan.engines import (
     Precision,
     build_compiled,
     build_tensorrt,
+    check_exportable,
     export_onnx,
     resolve_device,
 )
@@ -25,7 +26,9 @@ from .upscale import load_model_option
 
 
 def build_engine(
-    model: Annotated[Optional[Path], typer.Argument(help="Model file; the bundled one when omitted.")] = None,
+    model: Annotated[
+        Optional[Path], typer.Argument(help="Model file or name in the model folders; the bundled one when omitted.")
+    ] = None,
     kind: Annotated[EngineKind, typer.Option("--kind", help="compiled (AOTInductor .pt2), tensorrt, or onnx.")] = (
         EngineKind.COMPILED
     ),
@@ -37,13 +40,14 @@ def build_engine(
     engines_dir: EnginesDirOption = None,
 ) -> None:
     """Compile a model into an engine that `--backend compiled|tensorrt` (or auto) then uses."""
-    loaded = load_model_option(model)
+    loaded = load_model_option(model, precision)
     console = Console(highlight=False)
     if kind is EngineKind.ONNX:
         if output is None:
             raise UsageProblem("--kind onnx writes a file for other runtimes: give it with -o PATH.onnx")
         console.print(f"wrote {escape(str(export_onnx(loaded, output)))} (float32; dynamic batch, height, width)")
         return
+    check_exportable(loaded)
     torch_device = resolve_device(device)
     cache = EngineCache(engines_dir)
     console.print(f"building a {kind.value} engine for {escape(str(loaded.info.path))} on {torch_device} ...")

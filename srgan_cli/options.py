@@ -20,7 +20,9 @@ ModelOption = Annotated[
     typer.Option(
         "--model",
         "-m",
-        help="Model file (.safetensors or .pth); the bundled 4× model when omitted.",
+        help="Model file (.safetensors, .pth, .pt, .ckpt, .bin) of SRGAN or any architecture spandrel detects"
+        " (ESRGAN, Real-ESRGAN Compact, SPAN, SwinIR, DAT, ...), or the name of one in the model folders"
+        " (e.g. 4x-UltraSharp); the bundled 4× SRGAN model when omitted.",
         show_default=False,
     ),
 ]
@@ -34,7 +36,13 @@ TileOption = Annotated[
     ),
 ]
 OverlapOption = Annotated[
-    int, typer.Option("--overlap", min=0, help="Pixels of context read around each tile; hides seams.")
+    Optional[int],
+    typer.Option(
+        "--overlap",
+        min=0,
+        show_default="the model's, from its architecture",
+        help="Pixels of context read around each tile; hides seams.",
+    ),
 ]
 BatchOption = Annotated[int, typer.Option("--batch", min=1, help="Tiles run through the network at once.")]
 DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
@@ -104,7 +112,7 @@ _NAME_FIELDS = ("stem", "scale")
 _FORBIDDEN_IN_NAMES = tuple(mark for mark in ("/", "\\", os.sep, os.altsep, "\0") if mark)
 
 
-def tile_settings(tile: int | None, overlap: int, batch: int) -> TileSettings:
+def tile_settings(tile: int | None, overlap: int | None, batch: int) -> TileSettings:
     """The tile options as settings, or a usage error saying why they do not fit together."""
     try:
         return TileSettings(tile_size=tile, overlap=overlap, batch_size=batch)

@@ -36,6 +36,7 @@ from srgan.engines import (
     format_for,
     iter_inputs,
     load_model,
+    resolve_model,
     output_is_file,
     plan_jobs,
     scale_label,
@@ -69,9 +70,19 @@ from .reporting import JsonReporter, Reporter, RichReporter, Tally, printable
 from .state import CliState, UsageProblem
 
 
-def load_model_option(model: Path | None) -> LoadedModel:
-    """The model named by --model, or the bundled default."""
-    return load_model(model if model is not None else default_model_path())
+def load_model_option(model: Path | None, precision: Precision = Precision.AUTO) -> LoadedModel:
+    """The model named by --model (a file, or a name in the model folders), or the bundled default.
+
+    Raises UsageProblem when --precision names one the model's architecture does not run in.
+    """
+    loaded = load_model(resolve_model(model) if model is not None else default_model_path())
+    if precision is not Precision.AUTO and precision not in loaded.info.precisions:
+        choices = ", ".join(sorted(choice.value for choice in loaded.info.precisions))
+        raise UsageProblem(
+            f"--precision {precision.value}: {loaded.info.path} is a {loaded.info.architecture} model, which does not"
+            f" run correctly in {precision.value}; use auto or one of {choices}"
+        )
+    return loaded
 
 
 def upscale(
@@ -148,7 +159,7 @@ def upscale(
         import_ray()  # before any work: a missing Ray is a one-line error
     survey = survey_inputs(inputs, recursive)
     to_file = _check_output(output, survey, len(inputs))
-    loaded = load_model_option(model)
+    loaded = load_model_option(model, precision)
     upscaler = None if cluster else create_upscaler(loaded, device, precision, settings, backend, engines_dir)
     if to_file and format_key is None:
         format_key = format_for(output)

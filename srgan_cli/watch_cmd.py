@@ -220,7 +220,7 @@ def watch(
         once=once,
     )
     settings = resolve_folders(settings)  # before the model loads: a bad folder is told at once
-    upscaler = create_upscaler(load_model_option(model), device, precision, tiles, backend, engines_dir)
+    upscaler = create_upscaler(load_model_option(model, precision), device, precision, tiles, backend, engines_dir)
     reporter = JsonWatchReporter() if json_lines else LiveWatchReporter(in_dir, output)
     service = WatchService(settings, upscaler, reporter)
     stop = threading.Event()

@@ -8,7 +8,7 @@ from torch import nn
 
 from srgan.engines import Backend, BackendError, DeviceOutOfMemory, TorchBackend, export_onnx, fold_batchnorm
 from srgan.engines.compiled import OnnxRuntimeBackend
-from srgan.engines.model_file import LoadedModel, ModelInfo
+from srgan.engines.model_file import LoadedModel, ModelInfo, srgan_descriptor
 from tests.helpers import TINY, tiny_generator
 
 CPU = torch.device("cpu")
@@ -59,7 +59,8 @@ def test_an_allocation_that_fails_is_out_of_memory():
 
 
 def tiny_model(tmp_path) -> LoadedModel:
-    return LoadedModel(ModelInfo(path=tmp_path / "tiny.safetensors", config=TINY), fold_batchnorm(tiny_generator()))
+    info = srgan_descriptor(ModelInfo(path=tmp_path / "tiny.safetensors", config=TINY))
+    return LoadedModel(info, fold_batchnorm(tiny_generator()))
 
 
 def test_onnx_runtime_failures_are_backend_errors(tmp_path):

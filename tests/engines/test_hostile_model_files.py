@@ -422,4 +422,4 @@ def test_fuzzing_finds_the_valid_model_loadable(tmp_path):
     """The fuzzers start from files that do load, so refusals above are of damage, not of everything."""
     path = tmp_path / "valid.safetensors"
     path.write_bytes(VALID_SAFETENSORS)
-    assert load_model(path).info.config == GeneratorConfig(scale=4, blocks=1, channels=8, batchnorm=True)
+    assert load_generator(path)[1].config == GeneratorConfig(scale=4, blocks=1, channels=8, batchnorm=True)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from srgan.engines import GeneratorConfig, ModelFileError, load_model, save_model
+from srgan.engines import GeneratorConfig, ModelFileError, load_generator, load_model, save_model
 from srgan.engines.model_file import ModelInfo
 from tests.helpers import tiny_generator
 
@@ -37,7 +37,8 @@ def test_safetensors_round_trip_keeps_weights_and_metadata(tmp_path, config):
     path = tmp_path / "model.safetensors"
     save_model(path, generator, {"dataset": "wallpapers", "steps": "1000"})
     loaded = load_model(path)
-    assert loaded.info.config == config and loaded.scale == config.scale
+    assert load_generator(path)[1].config == config and loaded.scale == config.scale
+    assert loaded.info.architecture == "SRGAN" and loaded.info.details["features"] == config.channels
     assert loaded.info.training == {"dataset": "wallpapers", "steps": "1000"}
     assert len(loaded.info.sha256) == 64
     torch.testing.assert_close(run(loaded.network), reference(generator), atol=1e-5, rtol=1e-4)
@@ -99,7 +100,7 @@ def test_range_metadata_maps_outputs_to_unit_range(tmp_path):
     path = tmp_path / "tanh-range.safetensors"
     save_model(path, generator, output_range=(-1.0, 1.0))
     loaded = load_model(path)
-    assert loaded.info.output_range == (-1.0, 1.0)
+    assert loaded.info.details["output_range"] == [-1.0, 1.0]
     torch.testing.assert_close(run(loaded.network), (reference(generator) + 1) / 2, atol=1e-5, rtol=1e-4)
 
 
@@ -155,18 +156,21 @@ def test_metadata_that_contradicts_the_tensors_is_rejected(tmp_path):
         load_model(path)
 
 
-def test_other_safetensors_formats_are_rejected(tmp_path):
+def test_other_safetensors_formats_go_to_spandrel_and_unknown_tensors_are_rejected(tmp_path):
     path = tmp_path / "other.safetensors"
     save_file({"weight": torch.zeros(2)}, path, metadata={"format": "pt"})
-    with pytest.raises(ModelFileError, match="format 'pt'"):
+    with pytest.raises(ModelFileError, match="not an SRGAN generator, and no architecture spandrel"):
         load_model(path)
+    with pytest.raises(ModelFileError, match="format 'pt'"):
+        load_generator(path)
 
 
 @pytest.mark.parametrize(
     "name, content, message",
     [
         ("missing.safetensors", None, "not found"),
-        ("model.onnx", b"x", "unknown model file type"),
+        ("model.onnx", b"x", "not a loadable ONNX model"),
+        ("model.h5", b"x", "unknown model file type"),
         ("garbage.safetensors", b"\x00" * 64, "not a readable safetensors"),
         ("garbage.pth", b"not a zip", "is not a PyTorch model file"),
         ("text.pth", b"junk\n", "is not a PyTorch model file"),

@@ -100,8 +100,8 @@ def test_default_settings_match_whole_image_on_the_paper_generator():
 def upscaler_tiles(upscaler: Upscaler, pixels: np.ndarray) -> list:
     from srgan.engines.tiling import plan_tiles
 
-    size = upscaler.settings.tile_size or upscaler.backend.preferred_tile_size
-    return plan_tiles(pixels.shape[0], pixels.shape[1], (size, size), upscaler.settings.overlap)
+    settings = upscaler.resolved_settings(*pixels.shape[:2])
+    return plan_tiles(pixels.shape[0], pixels.shape[1], (settings.tile_size, settings.tile_size), settings.overlap)
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (1, 37), (37, 1), (3, 5), (33, 17)])

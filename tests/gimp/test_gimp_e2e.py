@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from srgan.engines import Picture, read_image, save_model, write_image
+from tests.community_models import community_state_dict, save_community_model
 from tests.helpers import random_image, tiny_generator
 
 REPO = Path(__file__).resolve().parents[2]
@@ -113,7 +114,15 @@ def test_the_plugin_upscales_a_layer_like_the_cli_and_keeps_alpha(gimp):
             "output": f"{inside}/rgba_scaled.png",
         },
         {"name": "below-one", "input": f"{inside}/rgba.png", "model": f"{inside}/tiny.safetensors", "scale": 0.5},
+        # A third-party architecture (Real-ESRGAN Compact, 2×) as a wrapped .pth, through the same CLI.
+        {
+            "name": "community",
+            "input": f"{inside}/rgba.png",
+            "model": f"{inside}/compact_x2.pth",
+            "output": f"{inside}/rgba_compact.png",
+        },
     ]
+    save_community_model(host / "compact_x2.pth", community_state_dict("Compact", 3, 2), wrap="params_ema")
     records = gimp.run(cases)
     by_name = {record["name"]: record for record in records}
 
@@ -151,3 +160,6 @@ def test_the_plugin_upscales_a_layer_like_the_cli_and_keeps_alpha(gimp):
     assert np.abs(from_gimp.astype(int) - read_image(cli_scaled).pixels).max() <= 1
     below = by_name["below-one"]
     assert not below["success"] and below["after"] == [24, 20] and "below 1" in below["message"]
+    community = by_name["community"]
+    assert community["success"] and community["after"] == [48, 40], community
+    assert read_image(host / "rgba_compact.png").pixels.shape == (40, 48, 4)
