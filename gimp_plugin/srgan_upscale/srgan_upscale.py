@@ -177,7 +177,7 @@ class SrganUpscale(Gimp.PlugIn):
     def do_query_procedures(self):
         help_folder = PLUGIN_DIR / "help"
         if help_folder.is_dir():
-            self.set_help_domain(HELP_DOMAIN, Gio.File.new_for_path(str(help_folder)).get_uri())
+            self.set_help_domain(HELP_DOMAIN, Gio.File.new_for_path(str(help_folder)))
         return [PROCEDURE]
 
     def do_set_i18n(self, name):
