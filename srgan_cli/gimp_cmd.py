@@ -64,8 +64,9 @@ def install(plugins_dir: PluginsDirOption = None) -> None:
         raise UsageProblem(
             f"{target}: cannot install the plug-in here ({error.strerror}); pass --plugins-dir"
         ) from None
-    Console(highlight=False).print(f"installed {escape(str(target))}")
-    Console(highlight=False).print("restart GIMP, then use Filters → Enhance → SRGAN 4×")
+    console = Console(highlight=False, soft_wrap=True)  # a path broken over lines cannot be copied
+    console.print(f"installed {escape(str(target))}")
+    console.print("restart GIMP, then use Filters → Enhance → SRGAN 4×")
 
 
 @app.command("uninstall")

@@ -194,14 +194,14 @@ class SrganUpscale(Gimp.PlugIn):
         self._add_model_arguments(procedure)
         procedure.add_boolean_argument(
             "auto-tile",
-            "Automatic tile size",
+            "_Automatic tile size",
             "Let srgan choose the tile size: 160 on a CPU, 512 on a GPU",
             True,
             GObject.ParamFlags.READWRITE,
         )
         procedure.add_int_argument(
             "tile",
-            "Tile size",
+            "_Tile size",
             f"Side of the square tiles in input pixels, {MIN_TILE} to {MAX_TILE}, when not automatic;"
             " larger is a little faster and needs more memory",
             MIN_TILE,
@@ -210,11 +210,11 @@ class SrganUpscale(Gimp.PlugIn):
             GObject.ParamFlags.READWRITE,
         )
         procedure.add_choice_argument(
-            "device", "Device", "Where the network runs", choice(DEVICE_LABELS), "auto", GObject.ParamFlags.READWRITE
+            "device", "_Device", "Where the network runs", choice(DEVICE_LABELS), "auto", GObject.ParamFlags.READWRITE
         )
         procedure.add_choice_argument(
             "backend",
-            "Backend",
+            "_Backend",
             "How the network runs; compiled and tensorrt engines are built once by 'srgan build-engine'",
             choice(BACKEND_LABELS),
             "auto",
@@ -222,7 +222,7 @@ class SrganUpscale(Gimp.PlugIn):
         )
         procedure.add_choice_argument(
             "precision",
-            "Precision",
+            "_Precision",
             "Arithmetic precision of the network",
             choice(PRECISION_LABELS),
             "auto",
@@ -230,7 +230,7 @@ class SrganUpscale(Gimp.PlugIn):
         )
         procedure.add_double_argument(
             "scale",
-            "Scale (0: the model's factor)",
+            "Sca_le (0: the model's factor)",
             "Output size as a multiple of the input, 1 to 16; 0 keeps the model's own factor (4× for the bundled"
             " model). Other factors resample the model's output.",
             0.0,
@@ -254,7 +254,7 @@ class SrganUpscale(Gimp.PlugIn):
         labels[OTHER_MODEL] = "Another file…"
         procedure.add_choice_argument(
             "model",
-            "Model",
+            "_Model",
             "The bundled model, a model from srgan's model folders, or another file chosen in Model file",
             choice(labels),
             DEFAULT_MODEL,
@@ -262,7 +262,7 @@ class SrganUpscale(Gimp.PlugIn):
         )
         procedure.add_file_argument(
             "model-file",
-            "Model file",
+            "Model _file",
             "Used when Model is 'Another file…': an SRGAN model (.safetensors or .pth)",
             Gimp.FileChooserAction.OPEN,
             True,
