@@ -24,8 +24,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from srgan.engines import Picture, Precision, TileSettings, create_upscaler, load_model, read_image, save_model, write_image
-from srgan.engines.compiled import tensorrt_unavailable_reason
+from srgan.engines import (
+    Picture,
+    Precision,
+    TileSettings,
+    create_upscaler,
+    load_model,
+    read_image,
+    save_model,
+    tensorrt_unavailable_reason,
+    write_image,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from upscale_cpu import make_generator, photo_like  # noqa: E402

@@ -27,7 +27,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from srgan.engines import GeneratorConfig, Precision, SRGANGenerator, TileSettings, create_upscaler, load_model, save_model
+from srgan.engines import (
+    GeneratorConfig,
+    Precision,
+    SRGANGenerator,
+    TileSettings,
+    create_upscaler,
+    load_model,
+    save_model,
+)
 
 RSS_SCRIPT = """
 import resource, subprocess, sys

@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 import torch
 from torch import nn
 
-from .errors import BackendError, DeviceOutOfMemory
+from .errors import BackendError, DeviceOutOfMemory, Setting
 
 
 class Precision(str, enum.Enum):
@@ -72,16 +72,23 @@ def resolve_device(spec: str) -> torch.device:
     try:
         device = torch.device(spec)
     except RuntimeError:
-        raise BackendError(f"unknown device '{spec}': use auto, cpu, cuda or cuda:N") from None
+        raise BackendError(
+            f"unknown device '{spec}': it is one of auto, cpu, cuda, cuda:N", setting=Setting.DEVICE
+        ) from None
     if device.type == "cpu":
         return device
     if device.type != "cuda":
-        raise BackendError(f"device '{spec}' is not supported: use auto, cpu, cuda or cuda:N")
+        raise BackendError(f"device '{spec}' is not supported: it is auto, cpu, cuda or cuda:N", setting=Setting.DEVICE)
     if not torch.cuda.is_available():
-        raise BackendError(f"device '{spec}' asked for, but this PyTorch sees no CUDA GPU: use --device cpu")
+        raise BackendError(
+            f"device '{spec}' asked for, but this PyTorch sees no CUDA GPU", setting=Setting.DEVICE, suggestion="cpu"
+        )
     index = device.index or 0
     if index >= torch.cuda.device_count():
-        raise BackendError(f"device '{spec}' does not exist: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+        raise BackendError(
+            f"device '{spec}' does not exist: this machine has {torch.cuda.device_count()} CUDA GPU(s)",
+            setting=Setting.DEVICE,
+        )
     return torch.device("cuda", index)
 
 
@@ -93,7 +100,11 @@ def resolve_precision(precision: Precision, device: torch.device) -> Precision:
     if precision is Precision.AUTO:
         return Precision.FP16 if device.type == "cuda" else Precision.FP32
     if precision is Precision.FP16 and device.type == "cpu":
-        raise BackendError("fp16 is not supported on the CPU: use --precision fp32 or bf16")
+        raise BackendError(
+            "fp16 is not supported on the CPU (PyTorch runs it slowly and inexactly there); fp32 and bf16 are",
+            setting=Setting.PRECISION,
+            suggestion="fp32",
+        )
     return precision
 
 

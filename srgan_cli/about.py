@@ -13,12 +13,19 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from srgan.engines import (
+    EngineCache,
+    NoDefaultModelError,
+    SrganError,
+    default_engines_dir,
+    default_model_path,
+    find_model_files,
+    load_model,
+    model_dirs,
+    tensorrt_unavailable_reason,
+)
 
-from srgan.engines import EngineCache, SrganError, find_model_files, load_model, model_dirs
-from srgan.engines.compiled import tensorrt_unavailable_reason
-from srgan.engines.engine_cache import default_engines_dir
-from srgan.engines.model_folders import BUNDLED_DIR, DEFAULT_MODEL_NAME
-
+from .advice import cli_message
 from .gimp_cmd import default_plugins_dir, installed_plugin
 from .options import JsonOption
 from .state import CliState
@@ -57,13 +64,16 @@ def _devices() -> list[dict[str, object]]:
 
 def collect_info() -> dict[str, object]:
     """Everything `srgan info` reports, as plain data."""
-    default = BUNDLED_DIR / DEFAULT_MODEL_NAME
+    try:
+        default = str(default_model_path())
+    except NoDefaultModelError:
+        default = "not installed"
     return {
         "versions": {"python": platform.python_version(), **{name: _version(name) for name in _PACKAGES}},
         "cuda": {"available": torch.cuda.is_available(), "torch_cuda": torch.version.cuda},
         "tensorrt": _tensorrt_status(),
         "devices": _devices(),
-        "default_model": str(default) if default.is_file() else "not installed",
+        "default_model": default,
         "model_dirs": [str(folder) for folder in model_dirs()],
         "engines_dir": str(default_engines_dir()),
         "engines": EngineCache().counts(),
@@ -117,7 +127,7 @@ def models(
         except SrganError as error:
             if paths:
                 raise
-            described.append({"path": str(path), "error": str(error)})
+            described.append({"path": str(path), "error": cli_message(error)})
     if json_lines:
         for entry in described:
             typer.echo(json.dumps(entry))

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from srgan.engines import DEFAULT_MAX_PIXELS, Precision, TileSettings
+from srgan.engines import DEFAULT_MAX_PIXELS, BackendKind, Precision, TileSettings
 
 from .state import UsageProblem
 
@@ -46,9 +46,10 @@ MaxPixelsOption = Annotated[
     ),
 ]
 BackendOption = Annotated[
-    str,
+    BackendKind,
     typer.Option(
         "--backend",
+        case_sensitive=False,
         help="auto (a cached TensorRT engine, else a cached compiled one, else eager), eager, "
         "compiled or tensorrt (built into the engine cache when missing).",
     ),

@@ -184,12 +184,22 @@ def parse_event(line: str) -> Event:
     if kind == "progress":
         return Event("progress", source, fraction=float(event.get("fraction", 0.0)))
     if kind == "result" and event.get("status") == "failed":
-        return Event("failed", source, message=str(event.get("detail") or ""), **hints)
+        reason = event.get("problem") or _without_flags(str(event.get("detail") or ""), hints["setting"])
+        return Event("failed", source, message=str(reason), **hints)
     if kind == "error":
-        return Event("error", message=str(event.get("message") or ""), **hints)
+        reason = event.get("problem") or _without_flags(str(event.get("message") or ""), hints["setting"])
+        return Event("error", message=str(reason), **hints)
     if kind == "srgan-gimp-exit":
         return Event("exit", code=int(event.get("code", 1)))
     return Event("other")
+
+
+def _without_flags(message: str, setting: object) -> str:
+    """The CLI's line without the advice it words as a flag ("...; use --device cpu"): the
+    dialog words that advice itself from `setting`. The `problem` key, where the CLI gives it,
+    is the line without advice already."""
+    head, separator, tail = message.rpartition("; ")
+    return head if setting and separator and "--" in tail else message
 
 
 _BOX = re.compile(r"^[\s│╭╮╰╯─┃━┏┓┗┛|]+|[\s│╭╮╰╯─┃━┏┓┗┛|]+$")

@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from srgan.engines import GeneratorConfig, SRGANGenerator, fold_batchnorm, icnr_, offset_major_shuffle
+from srgan.engines import GeneratorConfig, SRGANGenerator, fold_batchnorm
+from srgan.engines.arch import icnr_, offset_major_shuffle
 from tests.helpers import tiny_generator
 
 

@@ -85,6 +85,14 @@ def test_progress_lines_are_parsed():
     error = bridge.parse_event('{"event": "error", "message": "no GPU", "setting": "device", "suggestion": "cpu"}')
     assert (error.kind, error.message, error.setting, error.suggestion) == ("error", "no GPU", "device", "cpu")
     assert bridge.parse_event('{"event": "error", "message": "old CLI"}').setting is None  # keys may be absent
+    worded = '{"event": "error", "message": "no GPU; use --device cpu", "problem": "no GPU", "setting": "device"}'
+    assert bridge.parse_event(worded).message == "no GPU"
+    worded = json.dumps(
+        {"event": "result", "status": "failed", "detail": "t.png: no memory; use --tile 96", "setting": "tile_size"}
+    )
+    assert bridge.parse_event(worded).message == "t.png: no memory"
+    plain = '{"event": "result", "status": "failed", "detail": "a; b --c", "setting": null}'
+    assert bridge.parse_event(plain).message == "a; b --c"  # advice is only cut where a setting stands behind it
     assert bridge.parse_event('{"event": "result", "status": "done", "detail": ""}').kind == "other"
     assert bridge.parse_event("not json").kind == "other"
     assert bridge.parse_event('{"event": "summary"}').kind == "other"
