@@ -230,7 +230,7 @@ class SrganUpscale(Gimp.PlugIn):
         )
         procedure.add_double_argument(
             "scale",
-            "Sca_le (0: the model's factor)",
+            "Scal_e (0: the model's factor)",
             "Output size as a multiple of the input, 1 to 16; 0 keeps the model's own factor (4× for the bundled"
             " model). Other factors resample the model's output.",
             0.0,

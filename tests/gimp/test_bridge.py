@@ -237,7 +237,7 @@ def test_install_records_this_srgan_and_uninstall_removes_it(tmp_path, monkeypat
     assert (folder / "srgan_upscale.py").stat().st_mode & 0o111
     assert (folder / "bridge.py").read_text() == (PLUGIN / "bridge.py").read_text()
     assert (folder / "help" / "en" / "gimp-help.xml").is_file() and (folder / "help" / "en" / "index.html").is_file()
-    assert "; " not in result.output and "installed" in result.output
+    assert "; " not in result.output and f"installed {folder}\n" in result.output  # the path whole, on one line
     record = json.loads((folder / "srgan.json").read_text())
     assert record["model_dirs"] and bridge.model_folders(folder) == [Path(p) for p in record["model_dirs"]]
     command = record["command"]
