@@ -48,7 +48,7 @@ from bridge import (  # noqa: E402
 )
 
 PROCEDURE = "python-fu-srgan-upscale"
-HELP_ID = "plug-in-srgan-upscale"
+HELP_ID = PROCEDURE  # GIMP falls back to the procedure name when it reloads the plug-in from its cache
 HELP_DOMAIN = "srgan-upscale"
 EIGHT_BIT = (Gimp.Precision.U8_LINEAR, Gimp.Precision.U8_NON_LINEAR, Gimp.Precision.U8_PERCEPTUAL)
 
