@@ -197,7 +197,7 @@ def test_a_failure_carries_the_cli_reason_and_setting(tmp_path):
         reasons.append(str(caught.value))
     assert "model file not found" in reasons[0]
     assert "\n" not in reasons[1] and "Traceback" not in reasons[1] and "KeyError" not in reasons[1]
-    assert "bad.pth" in reasons[1] or "internal error" in reasons[1]
+    assert reasons[1].startswith(f"{tmp_path / 'bad.pth'}: is not a PyTorch model file")
     with bridge.Scratch() as scratch, pytest.raises(bridge.BridgeError, match="cannot start srgan"):
         bridge.run_upscale(["/nonexistent/python"], [scratch.path / "a.pam"], scratch, bridge.Request(), print)
 
@@ -219,13 +219,13 @@ def test_the_guard_cleans_up_when_the_plugin_is_killed(tmp_path, tiny_model_file
         [sys.executable, "-c", script, str(PLUGIN), str(tiny_model_file)], stdout=subprocess.PIPE, text=True, env=env
     )
     assert plugin.stdout.readline()  # srgan is running: a first progress report came through
-    assert [path.name for path in temporary.iterdir()][0].startswith(bridge.SCRATCH_PREFIX)
+    assert list(temporary.glob(f"{bridge.SCRATCH_PREFIX}*"))
     plugin.kill()
     plugin.wait()
     deadline = time.monotonic() + 60
-    while any(temporary.iterdir()) and time.monotonic() < deadline:
+    while list(temporary.glob(f"{bridge.SCRATCH_PREFIX}*")) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not any(temporary.iterdir())
+    assert not list(temporary.glob(f"{bridge.SCRATCH_PREFIX}*"))  # (torch may keep its own caches there)
 
 
 def test_install_records_this_srgan_and_uninstall_removes_it(tmp_path, monkeypatch):
