@@ -4,7 +4,17 @@ Everything a front end needs is importable from here; nothing here imports a fro
 """
 
 from .arch import GeneratorConfig, SRGANGenerator, fold_batchnorm, icnr_, offset_major_shuffle
-from .backends import Backend, Precision, TorchBackend, resolve_device, resolve_precision
+from .backends import (
+    BF16_COST_LIMIT_DB,
+    Backend,
+    Precision,
+    PrecisionChoice,
+    TorchBackend,
+    choose_precision,
+    native_cpu_bf16,
+    resolve_device,
+    resolve_precision,
+)
 from .errors import (
     BackendError,
     Cancelled,
@@ -16,7 +26,7 @@ from .errors import (
     SrganError,
 )
 from .compiled import CompiledBackend, OnnxRuntimeBackend, TensorRTBackend, export_network, export_onnx
-from .engine_cache import EngineCache, EngineKey
+from .engine_cache import EngineCache, EngineKey, EngineTiming
 from .factory import BACKENDS, create_upscaler
 from .imageio import (
     DEFAULT_MAX_PIXELS,
@@ -28,16 +38,22 @@ from .imageio import (
     scaled_size,
     write_image,
 )
-from .model_file import LoadedModel, ModelInfo, load_generator, load_model, save_model
+from .model_file import LoadedModel, ModelInfo, load_generator, load_model, record_bf16_cost, save_model
 from .model_folders import default_model_path, find_model_files, model_dirs
 from .tiling import Span, Tile, plan_tiles
 from .upscaler import ProgressCallback, TileSettings, Upscaler
 
 __all__ = [
     "BACKENDS",
+    "BF16_COST_LIMIT_DB",
+    "PrecisionChoice",
+    "choose_precision",
+    "native_cpu_bf16",
+    "record_bf16_cost",
     "CompiledBackend",
     "EngineCache",
     "EngineKey",
+    "EngineTiming",
     "OnnxRuntimeBackend",
     "TensorRTBackend",
     "export_network",

@@ -14,11 +14,13 @@ import enum
 import functools
 import sys
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .errors import BackendError, DeviceOutOfMemory
+from .arch import low_resolution_tail
+from .errors import BackendError, DeviceOutOfMemory, Setting
 
 
 class Precision(str, enum.Enum):
@@ -85,16 +87,63 @@ def resolve_device(spec: str) -> torch.device:
     return torch.device("cuda", index)
 
 
-def resolve_precision(precision: Precision, device: torch.device) -> Precision:
-    """The precision to use on `device`: fp16 on CUDA and fp32 on CPU for AUTO.
+# The largest loss of PSNR-Y (dB) on the held-out crops that `auto` accepts for bf16 on a CPU.
+BF16_COST_LIMIT_DB = 0.05
 
-    Raises BackendError for fp16 on a CPU, which PyTorch runs slowly and inexactly there.
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """The precision a backend will use, and why (a short phrase for `srgan info` and logs)."""
+
+    precision: Precision
+    reason: str
+
+
+def native_cpu_bf16() -> str | None:
+    """The CPU feature that executes bf16 arithmetic natively here, or None when there is none.
+
+    Read from `torch.cpu.get_capabilities()` (cpuinfo, as PyTorch's own kernels dispatch on):
+    AMX-BF16 or AVX512-BF16 on x86, the BF16 extension on Arm. oneDNN's own "bf16 supported"
+    check (`torch.ops.mkldnn._is_mkldnn_bf16_supported`) also answers yes on plain AVX-512,
+    where bf16 is emulated with fp32 instructions and gains nothing, so it is not used.
     """
-    if precision is Precision.AUTO:
-        return Precision.FP16 if device.type == "cuda" else Precision.FP32
+    capabilities = torch.cpu.get_capabilities()
+    for feature in ("amx_bf16", "avx512_bf16", "sve_bf16", "bf16"):
+        if capabilities.get(feature) is True:
+            return feature
+    return None
+
+
+def choose_precision(precision: Precision, device: torch.device, bf16_cost_db: float | None = None) -> PrecisionChoice:
+    """The precision to use on `device`, with the reason.
+
+    AUTO is fp16 on CUDA; on a CPU it is bf16 where the CPU executes bf16 natively
+    (`native_cpu_bf16`) unless the model's measured bf16 cost (`bf16_cost_db`, PSNR-Y dB lost
+    on the held-out crops; None when it was never measured) exceeds BF16_COST_LIMIT_DB, and fp32
+    otherwise. Raises BackendError for fp16 on a CPU, which PyTorch runs slowly and inexactly there.
+    """
     if precision is Precision.FP16 and device.type == "cpu":
-        raise BackendError("fp16 is not supported on the CPU: use --precision fp32 or bf16")
-    return precision
+        raise BackendError(
+            "fp16 is not supported on the CPU; fp32 or bf16 is", setting=Setting.PRECISION, suggestion="fp32"
+        )
+    if precision is not Precision.AUTO:
+        return PrecisionChoice(precision, "asked for")
+    if device.type == "cuda":
+        return PrecisionChoice(Precision.FP16, "CUDA GPU")
+    feature = native_cpu_bf16()
+    if feature is None:
+        return PrecisionChoice(Precision.FP32, "this CPU has no native bf16 (AVX512-BF16, AMX or Arm BF16)")
+    if bf16_cost_db is not None and bf16_cost_db > BF16_COST_LIMIT_DB:
+        return PrecisionChoice(
+            Precision.FP32, f"bf16 costs this model {bf16_cost_db:.3f} dB PSNR-Y, over {BF16_COST_LIMIT_DB} dB"
+        )
+    measured = "not measured for this model" if bf16_cost_db is None else f"measured cost {bf16_cost_db:.3f} dB"
+    return PrecisionChoice(Precision.BF16, f"native bf16 on this CPU ({feature}); {measured}")
+
+
+def resolve_precision(precision: Precision, device: torch.device, bf16_cost_db: float | None = None) -> Precision:
+    """`choose_precision(...).precision`: the precision alone."""
+    return choose_precision(precision, device, bf16_cost_db).precision
 
 
 @functools.cache
@@ -141,8 +190,9 @@ class TorchBackend(Backend):
         self.preferred_tile_size = 160 if device.type == "cpu" else 512
         if device.type == "cpu":
             keep_freed_memory_for_reuse()
-        network = copy.deepcopy(network).eval()
-        self.network = network.to(device=device, dtype=self._dtype, memory_format=torch.channels_last)
+        # low_resolution_tail copies; on CUDA its effect was not measured, so the network is kept.
+        network = low_resolution_tail(network) if device.type == "cpu" else copy.deepcopy(network)
+        self.network = network.eval().to(device=device, dtype=self._dtype, memory_format=torch.channels_last)
         self.name = f"torch-{device.type} {self.precision.value}"
 
     def infer(self, batch: torch.Tensor) -> torch.Tensor:

@@ -12,14 +12,15 @@ import copy
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from .arch import offset_major_shuffle
-from .backends import _DTYPES, Backend, Precision, resolve_precision
-from .engine_cache import EngineCache, EngineKey
+from .backends import _DTYPES, Backend, Precision, TorchBackend, resolve_precision
+from .engine_cache import EngineCache, EngineKey, EngineTiming
 from .errors import BackendError, DeviceOutOfMemory
 from .model_file import LoadedModel
 
@@ -61,15 +62,52 @@ def export_network(model: LoadedModel, device: torch.device, precision: Precisio
 
 
 def build_compiled(model: LoadedModel, device: torch.device, precision: Precision, cache: EngineCache) -> Path:
-    """Compile an AOTInductor package (.pt2) for `device` into the cache; returns its path."""
-    precision = resolve_precision(precision, device)
+    """Compile an AOTInductor package (.pt2) for `device` into the cache; returns its path.
+
+    The package is timed against eager PyTorch on this machine before it is stored, and the
+    timing goes into its record, so that `--backend auto` can pass over a package that is slower.
+    """
+    precision = resolve_precision(precision, device, model.info.bf16_cost_db)
     key = EngineKey.for_device("compiled", model.info.sha256, device, precision.value)
     program = export_network(model, device, precision)
     with tempfile.TemporaryDirectory() as scratch:
         built = Path(scratch) / "engine.pt2"
         torch._inductor.aoti_compile_and_package(program, package_path=str(built))
         check_package_runs(built, device)
-        return cache.store(key, built)
+        timing = time_against_eager(model, built, device, precision)
+        return cache.store(key, built, timing)
+
+
+def time_against_eager(
+    model: LoadedModel, package: Path, device: torch.device, precision: Precision, repeats: int = 3
+) -> EngineTiming:
+    """Time one default-sized tile through `package` and through eager PyTorch, alternately.
+
+    Best of `repeats` after a warm-up each; alternating keeps a machine shared with other work
+    from favouring whichever ran in the quieter moment.
+    """
+    started = time.perf_counter()
+    engine = CompiledBackend(model, package, device, precision)
+    load_seconds = time.perf_counter() - started
+    eager = TorchBackend(model.network, model.scale, device, precision)
+    tile = torch.rand(1, 3, eager.preferred_tile_size, eager.preferred_tile_size, device=device)
+    best = {engine: float("inf"), eager: float("inf")}
+    for round_ in range(repeats + 1):
+        for backend in best:
+            seconds = _seconds(backend, tile)
+            if round_:  # round 0 is the warm-up
+                best[backend] = min(best[backend], seconds)
+    return EngineTiming(eager.preferred_tile_size, best[engine], best[eager], load_seconds)
+
+
+def _seconds(backend: Backend, tile: torch.Tensor) -> float:
+    if tile.device.type == "cuda":
+        torch.cuda.synchronize(tile.device)
+    started = time.perf_counter()
+    backend.infer(tile)
+    if tile.device.type == "cuda":
+        torch.cuda.synchronize(tile.device)
+    return time.perf_counter() - started
 
 
 _PROBE = """

@@ -88,6 +88,42 @@ class EngineKey:
         return {**asdict(self), "tile_shape": list(self.tile_shape)}
 
 
+@dataclass(frozen=True)
+class EngineTiming:
+    """What an engine was measured at when it was built, against eager PyTorch, on that machine.
+
+    tile_size: side of the square tile timed (the backend's default tile on that device).
+    engine_seconds / eager_seconds: best time for one tile through the engine and through eager
+    PyTorch at the same precision, measured alternately in one process.
+    load_seconds: time to load the engine file, paid once by every process that uses it.
+    """
+
+    tile_size: int
+    engine_seconds: float
+    eager_seconds: float
+    load_seconds: float
+
+    @property
+    def speedup(self) -> float:
+        """Eager time over engine time: above 1 when the engine is faster."""
+        return self.eager_seconds / self.engine_seconds
+
+    @classmethod
+    def from_record(cls, record: object) -> EngineTiming | None:
+        """The timing in a sidecar's "timing" entry, or None when it is absent or malformed."""
+        if not isinstance(record, dict):
+            return None
+        try:
+            return cls(
+                tile_size=int(record["tile_size"]),
+                engine_seconds=float(record["engine_seconds"]),
+                eager_seconds=float(record["eager_seconds"]),
+                load_seconds=float(record["load_seconds"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
 class EngineCache:
     """Engines under `folder`/KIND/MODEL-SHA-PREFIX/KEY-DIGEST.SUFFIX, each with a .json sidecar."""
 
@@ -119,6 +155,19 @@ class EngineCache:
             raise BackendError(f"{path}: engine file changed since it was built (corrupt?); delete it and rebuild")
         return path
 
+    def timing(self, key: EngineKey) -> EngineTiming | None:
+        """The build-time timing recorded beside the engine for `key`, or None when there is none."""
+        return self.timing_of(self.path_for(key))
+
+    @staticmethod
+    def timing_of(path: Path) -> EngineTiming | None:
+        """The build-time timing recorded beside the engine file `path`, or None when there is none."""
+        try:
+            recorded = json.loads(path.with_suffix(path.suffix + ".json").read_text())
+        except (OSError, ValueError):
+            return None
+        return EngineTiming.from_record(recorded.get("timing")) if isinstance(recorded, dict) else None
+
     def counts(self) -> dict[str, int]:
         """How many engines of each cached kind the folder holds."""
         return {
@@ -127,12 +176,15 @@ class EngineCache:
             if kind != "onnx"  # written where the user says, never cached
         }
 
-    def store(self, key: EngineKey, built: Path) -> Path:
-        """Move a freshly built engine file into the cache with its record; returns its path."""
+    def store(self, key: EngineKey, built: Path, timing: EngineTiming | None = None) -> Path:
+        """Move a freshly built engine file into the cache with its record (and timing); returns its path."""
         path = self.path_for(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         os.replace(built, path)
         sidecar = path.with_suffix(path.suffix + ".json")
         with atomic_path(sidecar) as temporary:
-            temporary.write_text(json.dumps({"key": key.record(), "sha256": file_sha256(path)}, indent=2) + "\n")
+            record = {"key": key.record(), "sha256": file_sha256(path)}
+            if timing is not None:
+                record["timing"] = asdict(timing)
+            temporary.write_text(json.dumps(record, indent=2) + "\n")
         return path

@@ -12,7 +12,7 @@ from .compiled import (
     build_tensorrt,
     tensorrt_unavailable_reason,
 )
-from .engine_cache import EngineCache, EngineKey
+from .engine_cache import EngineCache, EngineKey, EngineTiming
 from .errors import BackendError
 from .model_file import LoadedModel
 from .upscaler import TileSettings, Upscaler
@@ -34,14 +34,16 @@ def create_upscaler(
     backend: 'eager' (PyTorch), 'compiled' (an AOTInductor package, built into the engine cache
     when missing), 'tensorrt' (a TensorRT engine for the tile size and batch, built when
     missing), or 'auto': a cached TensorRT engine on an NVIDIA GPU, else a cached compiled
-    package, else eager; it never builds. `upscaler.backend.name` says which was chosen.
+    package that measured faster than eager when it was built (`EngineTiming`), else eager; it
+    never builds. Precision 'auto' is resolved by `choose_precision` with the model's recorded
+    bf16 cost. `upscaler.backend.name` says which was chosen.
     Raises BackendError when the device, precision or backend is not available here, or a
     cached engine is stale or foreign.
     """
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend '{backend}': use one of {', '.join(BACKENDS)}")
     torch_device = resolve_device(device)
-    resolved = resolve_precision(precision, torch_device)
+    resolved = resolve_precision(precision, torch_device, model.info.bf16_cost_db)
     cache = EngineCache(engines_dir)
     chosen = _tensorrt(model, torch_device, resolved, settings, backend, cache) or _compiled(
         model, torch_device, resolved, backend, cache
@@ -74,4 +76,12 @@ def _compiled(model, device, precision, backend, cache) -> Backend | None:
     package = cache.lookup(key)
     if package is None and backend == "compiled":
         package = build_compiled(model, device, precision, cache)
+    if package is not None and backend == "auto" and not _measured_faster(cache.timing(key)):
+        return None
     return CompiledBackend(model, package, device, precision) if package else None
+
+
+def _measured_faster(timing: EngineTiming | None) -> bool:
+    """Whether a package's build-time timing shows it beating eager (packages built before
+    timings were recorded have none, and are not assumed faster)."""
+    return timing is not None and timing.engine_seconds < timing.eager_seconds
