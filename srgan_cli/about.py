@@ -14,7 +14,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from srgan.engines import EngineCache, SrganError, find_model_files, load_model, model_dirs
+from srgan.engines import (
+    EngineCache,
+    Precision,
+    SrganError,
+    choose_precision,
+    find_model_files,
+    load_model,
+    model_dirs,
+)
 from srgan.engines.compiled import tensorrt_unavailable_reason
 from srgan.engines.engine_cache import default_engines_dir
 from srgan.engines.model_folders import BUNDLED_DIR, DEFAULT_MODEL_NAME
@@ -40,7 +48,11 @@ def _tensorrt_status() -> str:
 
 def _devices() -> list[dict[str, object]]:
     devices: list[dict[str, object]] = [
-        {"name": "cpu", "description": platform.processor() or platform.machine(), "threads": torch.get_num_threads()}
+        {
+            "name": "cpu",
+            "description": torch.cpu.get_capabilities().get("cpu_name") or platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(),
+        }
     ]
     for index in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
         properties = torch.cuda.get_device_properties(index)
@@ -55,6 +67,18 @@ def _devices() -> list[dict[str, object]]:
     return devices
 
 
+def _cpu_precision(default_model: Path) -> dict[str, str]:
+    """What `--precision auto` picks on this CPU for the default model, and why."""
+    cost = None
+    if default_model.is_file():
+        try:
+            cost = load_model(default_model).info.bf16_cost_db
+        except SrganError:
+            pass  # reported under "default model" by `srgan models`; the CPU's answer stands alone
+    choice = choose_precision(Precision.AUTO, torch.device("cpu"), cost)
+    return {"precision": choice.precision.value, "reason": choice.reason}
+
+
 def collect_info() -> dict[str, object]:
     """Everything `srgan info` reports, as plain data."""
     default = BUNDLED_DIR / DEFAULT_MODEL_NAME
@@ -63,6 +87,7 @@ def collect_info() -> dict[str, object]:
         "cuda": {"available": torch.cuda.is_available(), "torch_cuda": torch.version.cuda},
         "tensorrt": _tensorrt_status(),
         "devices": _devices(),
+        "cpu_auto_precision": _cpu_precision(default),
         "default_model": str(default) if default.is_file() else "not installed",
         "model_dirs": [str(folder) for folder in model_dirs()],
         "engines_dir": str(default_engines_dir()),
@@ -93,6 +118,8 @@ def info(ctx: typer.Context, json_lines: JsonOption = False) -> None:
     for device in report["devices"]:
         details = ", ".join(f"{key} {value}" for key, value in device.items() if key != "name")
         console.print(f"device {device['name']}: {escape(details)}")
+    auto = report["cpu_auto_precision"]
+    console.print(f"--precision auto on the CPU: {auto['precision']} ({escape(auto['reason'])})")
     console.print(f"default model: {escape(report['default_model'])}")
     console.print(f"model folders: {escape(', '.join(report['model_dirs']))}")
     built = ", ".join(f"{kind} {count}" for kind, count in report["engines"].items())
