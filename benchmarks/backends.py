@@ -24,7 +24,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from srgan.engines import Picture, Precision, TileSettings, create_upscaler, load_model, read_image, save_model, write_image
+from srgan.engines import (
+    Picture,
+    Precision,
+    TileSettings,
+    create_upscaler,
+    load_model,
+    read_image,
+    save_model,
+    write_image,
+)
 from srgan.engines.compiled import tensorrt_unavailable_reason
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
