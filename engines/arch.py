@@ -124,6 +124,8 @@ def offset_major_shuffle(generator: SRGANGenerator) -> SRGANGenerator:
     """
     converted = copy.deepcopy(generator)
     for stage in converted.upsample:
+        if len(stage) < 2:
+            continue  # a last stage whose shuffle `low_resolution_tail` moved into the tail
         conv, shuffle = stage[0], stage[1]
         factor = shuffle.upscale_factor
         channels = conv.out_channels // (factor * factor)

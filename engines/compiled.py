@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .arch import offset_major_shuffle
+from .arch import low_resolution_tail, offset_major_shuffle
 from .backends import _DTYPES, Backend, Precision, TorchBackend, resolve_precision
 from .engine_cache import EngineCache, EngineKey, EngineTiming
 from .errors import BackendError, DeviceOutOfMemory
@@ -47,11 +47,12 @@ def export_network(model: LoadedModel, device: torch.device, precision: Precisio
 
     This is the graph torch-tensorrt's dynamo path consumes and AOTInductor compiles. Its
     sub-pixel stages read channels offset-major (`offset_major_shuffle`), which inductor turns
-    into contiguous copies instead of strided gathers; a change to this graph must bump
+    into contiguous copies instead of strided gathers, and its tail runs before the last shuffle
+    (`low_resolution_tail`), as in the eager CPU backend; a change to this graph must bump
     `engine_cache.EXPORT_REVISION` so that engines built from the old one are not reused.
     """
     dtype = _DTYPES[resolve_precision(precision, device)]
-    network = CastingNetwork(offset_major_shuffle(model.network), dtype)
+    network = CastingNetwork(offset_major_shuffle(low_resolution_tail(model.network)), dtype)
     network = network.eval().to(device, memory_format=torch.channels_last)
     example = torch.rand(2, 3, 64, 64, device=device).contiguous(memory_format=torch.channels_last)
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)

@@ -23,8 +23,9 @@ from .digest import file_sha256
 from .errors import BackendError
 
 # Revision of the graph `compiled.export_network` gives compilers; engines built from an older
-# one are looked for under another key and rebuilt. 2: offset-major sub-pixel stages.
-EXPORT_REVISION = 2
+# one are looked for under another key and rebuilt. 2: offset-major sub-pixel stages;
+# 3: the tail computed before the last shuffle (arch.LowResolutionTail).
+EXPORT_REVISION = 3
 
 ENGINE_SUFFIXES = {"compiled": ".pt2", "tensorrt": ".ep", "onnx": ".onnx"}
 
