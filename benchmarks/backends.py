@@ -32,9 +32,9 @@ from srgan.engines import (
     load_model,
     read_image,
     save_model,
+    tensorrt_unavailable_reason,
     write_image,
 )
-from srgan.engines.compiled import tensorrt_unavailable_reason
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from upscale_cpu import make_generator, photo_like  # noqa: E402

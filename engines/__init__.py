@@ -1,9 +1,11 @@
-"""srgan's shared core: generator architectures, model files, backends, tiling, image I/O.
+"""srgan's shared core: model files, backends, tiled upscaling, image I/O and engines.
 
-Everything a front end needs is importable from here; nothing here imports a front end.
+This module is the core's public API: front ends (the CLI, training, the GIMP bridge) and
+library callers import from here and nowhere deeper; nothing here imports a front end.
 """
 
-from .arch import GeneratorConfig, SRGANGenerator, fold_batchnorm, icnr_, offset_major_shuffle
+from .arch import GeneratorConfig, SRGANGenerator, fold_batchnorm
+from .atomic import atomic_path
 from .backends import (
     BF16_COST_LIMIT_DB,
     Backend,
@@ -11,10 +13,11 @@ from .backends import (
     PrecisionChoice,
     TorchBackend,
     choose_precision,
-    native_cpu_bf16,
     resolve_device,
-    resolve_precision,
 )
+from .compiled import build_compiled, build_tensorrt, export_onnx, tensorrt_unavailable_reason
+from .digest import file_sha256
+from .engine_cache import EngineCache, EngineKind, default_engines_dir
 from .errors import (
     BackendError,
     Cancelled,
@@ -23,11 +26,10 @@ from .errors import (
     ImageWriteError,
     ModelFileError,
     NoDefaultModelError,
+    Setting,
     SrganError,
 )
-from .compiled import CompiledBackend, OnnxRuntimeBackend, TensorRTBackend, export_network, export_onnx
-from .engine_cache import EngineCache, EngineKey, EngineTiming
-from .factory import BACKENDS, create_upscaler
+from .factory import TENSORRT_TILE, BackendKind, create_upscaler
 from .imageio import (
     DEFAULT_MAX_PIXELS,
     FORMAT_EXTENSIONS,
@@ -40,63 +42,63 @@ from .imageio import (
 )
 from .model_file import LoadedModel, ModelInfo, load_generator, load_model, record_bf16_cost, save_model
 from .model_folders import default_model_path, find_model_files, model_dirs
-from .tiling import Span, Tile, plan_tiles
 from .upscaler import ProgressCallback, TileSettings, Upscaler
 
 __all__ = [
-    "BACKENDS",
-    "BF16_COST_LIMIT_DB",
-    "PrecisionChoice",
-    "choose_precision",
-    "native_cpu_bf16",
-    "record_bf16_cost",
-    "CompiledBackend",
-    "EngineCache",
-    "EngineKey",
-    "EngineTiming",
-    "OnnxRuntimeBackend",
-    "TensorRTBackend",
-    "export_network",
-    "export_onnx",
-    "DEFAULT_MAX_PIXELS",
-    "FORMAT_EXTENSIONS",
-    "Backend",
-    "BackendError",
-    "Cancelled",
-    "DeviceOutOfMemory",
-    "GeneratorConfig",
+    # errors
+    "SrganError",
+    "Setting",
+    "ModelFileError",
+    "NoDefaultModelError",
     "ImageReadError",
     "ImageWriteError",
-    "LoadedModel",
-    "ModelFileError",
-    "ModelInfo",
-    "NoDefaultModelError",
-    "Picture",
-    "Precision",
-    "ProgressCallback",
+    "BackendError",
+    "DeviceOutOfMemory",
+    "Cancelled",
+    # models
+    "GeneratorConfig",
     "SRGANGenerator",
-    "Span",
-    "SrganError",
-    "Tile",
-    "TileSettings",
-    "TorchBackend",
-    "Upscaler",
-    "create_upscaler",
+    "fold_batchnorm",
+    "LoadedModel",
+    "ModelInfo",
+    "load_model",
+    "load_generator",
+    "save_model",
+    "record_bf16_cost",
     "default_model_path",
     "find_model_files",
-    "fold_batchnorm",
-    "offset_major_shuffle",
-    "format_for",
-    "icnr_",
-    "load_generator",
-    "load_model",
     "model_dirs",
-    "plan_tiles",
-    "read_image",
+    # running a model
+    "Backend",
+    "TorchBackend",
+    "BackendKind",
+    "Precision",
+    "PrecisionChoice",
+    "choose_precision",
+    "BF16_COST_LIMIT_DB",
     "resolve_device",
-    "resolve_precision",
-    "save_model",
-    "resize_pixels",
-    "scaled_size",
+    "create_upscaler",
+    "Upscaler",
+    "TileSettings",
+    "ProgressCallback",
+    # compiled engines
+    "EngineCache",
+    "EngineKind",
+    "TENSORRT_TILE",
+    "build_compiled",
+    "build_tensorrt",
+    "export_onnx",
+    "tensorrt_unavailable_reason",
+    "default_engines_dir",
+    # images and files
+    "Picture",
+    "read_image",
     "write_image",
+    "format_for",
+    "scaled_size",
+    "resize_pixels",
+    "FORMAT_EXTENSIONS",
+    "DEFAULT_MAX_PIXELS",
+    "atomic_path",
+    "file_sha256",
 ]

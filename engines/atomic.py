@@ -3,14 +3,35 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-# mkstemp creates files readable by the owner only; published files get the usual mode.
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+
+@functools.cache
+def _umask() -> int:
+    """The process's umask, read without changing it.
+
+    mkstemp creates files readable by the owner only; published files get the usual mode.
+    Linux reports the umask in /proc/self/status; elsewhere a short-lived child process reads
+    it, so this process's umask is never set, not even for a moment (another thread could be
+    creating files then).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    try:
+        probe = subprocess.run(["/bin/sh", "-c", "umask"], capture_output=True, text=True, check=False)
+        return int(probe.stdout.strip(), 8)
+    except (OSError, ValueError):  # no POSIX shell (Windows, where the umask means little)
+        return 0o022
 
 
 @contextlib.contextmanager
@@ -25,7 +46,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     os.close(handle)
     try:
         yield Path(temporary)
-        os.chmod(temporary, 0o666 & ~_UMASK)
+        os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):

@@ -74,16 +74,23 @@ def resolve_device(spec: str) -> torch.device:
     try:
         device = torch.device(spec)
     except RuntimeError:
-        raise BackendError(f"unknown device '{spec}': use auto, cpu, cuda or cuda:N") from None
+        raise BackendError(
+            f"unknown device '{spec}': it is one of auto, cpu, cuda, cuda:N", setting=Setting.DEVICE
+        ) from None
     if device.type == "cpu":
         return device
     if device.type != "cuda":
-        raise BackendError(f"device '{spec}' is not supported: use auto, cpu, cuda or cuda:N")
+        raise BackendError(f"device '{spec}' is not supported: it is auto, cpu, cuda or cuda:N", setting=Setting.DEVICE)
     if not torch.cuda.is_available():
-        raise BackendError(f"device '{spec}' asked for, but this PyTorch sees no CUDA GPU: use --device cpu")
+        raise BackendError(
+            f"device '{spec}' asked for, but this PyTorch sees no CUDA GPU", setting=Setting.DEVICE, suggestion="cpu"
+        )
     index = device.index or 0
     if index >= torch.cuda.device_count():
-        raise BackendError(f"device '{spec}' does not exist: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+        raise BackendError(
+            f"device '{spec}' does not exist: this machine has {torch.cuda.device_count()} CUDA GPU(s)",
+            setting=Setting.DEVICE,
+        )
     return torch.device("cuda", index)
 
 
@@ -124,7 +131,9 @@ def choose_precision(precision: Precision, device: torch.device, bf16_cost_db: f
     """
     if precision is Precision.FP16 and device.type == "cpu":
         raise BackendError(
-            "fp16 is not supported on the CPU; fp32 or bf16 is", setting=Setting.PRECISION, suggestion="fp32"
+            "fp16 is not supported on the CPU (PyTorch runs it slowly and inexactly there); fp32 and bf16 are",
+            setting=Setting.PRECISION,
+            suggestion="fp32",
         )
     if precision is not Precision.AUTO:
         return PrecisionChoice(precision, "asked for")

@@ -21,7 +21,7 @@ from torch import nn
 from .arch import low_resolution_tail, offset_major_shuffle
 from .backends import _DTYPES, Backend, Precision, TorchBackend, resolve_precision
 from .engine_cache import EngineCache, EngineKey, EngineTiming
-from .errors import BackendError, DeviceOutOfMemory
+from .errors import BackendError, DeviceOutOfMemory, Setting
 from .model_file import LoadedModel
 
 # Sizes 0 and 1 are specialised by torch.export; smaller tiles run through the eager network.
@@ -136,7 +136,9 @@ def check_package_runs(package: Path, device: torch.device) -> None:
         last = (result.stderr.strip().splitlines() or [""])[-1]
         raise BackendError(
             f"the compiled package does not run with torch {torch.__version__} here ({how}"
-            f"{': ' + last if last else ''}); it was not kept, use --backend eager"
+            f"{': ' + last if last else ''}); it was not kept",
+            setting=Setting.BACKEND,
+            suggestion="eager",
         )
 
 

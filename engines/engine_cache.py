@@ -9,6 +9,7 @@ Layout: see README.md in this folder.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import importlib.metadata
 import json
@@ -27,7 +28,17 @@ from .errors import BackendError
 # 3: the tail computed before the last shuffle (arch.LowResolutionTail).
 EXPORT_REVISION = 3
 
-ENGINE_SUFFIXES = {"compiled": ".pt2", "tensorrt": ".ep", "onnx": ".onnx"}
+
+
+class EngineKind(str, enum.Enum):
+    """What an engine file is: an AOTInductor package, a TensorRT program or an ONNX graph."""
+
+    COMPILED = "compiled"
+    TENSORRT = "tensorrt"
+    ONNX = "onnx"
+
+
+ENGINE_SUFFIXES = {EngineKind.COMPILED.value: ".pt2", EngineKind.TENSORRT.value: ".ep", EngineKind.ONNX.value: ".onnx"}
 
 
 def default_engines_dir() -> Path:
@@ -48,7 +59,7 @@ def _version(package: str) -> str:
 class EngineKey:
     """Everything an engine depends on. tile_shape (0, 0) and batch 0 mean dynamic."""
 
-    kind: str  # compiled, tensorrt or onnx
+    kind: str  # an EngineKind's value
     model_sha256: str
     tile_shape: tuple[int, int]
     batch: int
@@ -62,14 +73,20 @@ class EngineKey:
 
     @classmethod
     def for_device(
-        cls, kind: str, model_sha256: str, device: torch.device, precision: str, tile_shape=(0, 0), batch: int = 0
+        cls,
+        kind: EngineKind | str,
+        model_sha256: str,
+        device: torch.device,
+        precision: str,
+        tile_shape: tuple[int, int] = (0, 0),
+        batch: int = 0,
     ) -> EngineKey:
         capability = ""
         if device.type == "cuda":
             major, minor = torch.cuda.get_device_capability(device)
             capability = f"{major}.{minor}"
         return cls(
-            kind=kind,
+            kind=EngineKind(kind).value,
             model_sha256=model_sha256,
             tile_shape=(int(tile_shape[0]), int(tile_shape[1])),
             batch=int(batch),
@@ -77,8 +94,8 @@ class EngineKey:
             device_kind=device.type,
             compute_capability=capability,
             torch_version=torch.__version__,
-            torch_tensorrt_version=_version("torch-tensorrt") if kind == "tensorrt" else "",
-            tensorrt_version=_version("tensorrt") if kind == "tensorrt" else "",
+            torch_tensorrt_version=_version("torch-tensorrt") if kind == EngineKind.TENSORRT else "",
+            tensorrt_version=_version("tensorrt") if kind == EngineKind.TENSORRT else "",
             export_revision=EXPORT_REVISION,
         )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from pathlib import Path
 
 from .backends import Backend, Precision, TorchBackend, resolve_device, resolve_precision
@@ -13,12 +14,20 @@ from .compiled import (
     tensorrt_unavailable_reason,
 )
 from .engine_cache import EngineCache, EngineKey, EngineTiming
-from .errors import BackendError
+from .errors import BackendError, Setting
 from .model_file import LoadedModel
 from .upscaler import TileSettings, Upscaler
 
-BACKENDS = ("auto", "eager", "compiled", "tensorrt")
 TENSORRT_TILE = 512
+
+
+class BackendKind(str, enum.Enum):
+    """Which backend runs the network; see `create_upscaler`."""
+
+    AUTO = "auto"
+    EAGER = "eager"
+    COMPILED = "compiled"
+    TENSORRT = "tensorrt"
 
 
 def create_upscaler(
@@ -26,7 +35,7 @@ def create_upscaler(
     device: str = "auto",
     precision: Precision = Precision.AUTO,
     settings: TileSettings = TileSettings(),
-    backend: str = "auto",
+    backend: BackendKind = BackendKind.AUTO,
     engines_dir: Path | None = None,
 ) -> Upscaler:
     """An `Upscaler` running `model` on `device` ('auto', 'cpu', 'cuda', 'cuda:N').
@@ -40,8 +49,11 @@ def create_upscaler(
     Raises BackendError when the device, precision or backend is not available here, or a
     cached engine is stale or foreign.
     """
-    if backend not in BACKENDS:
-        raise BackendError(f"unknown backend '{backend}': use one of {', '.join(BACKENDS)}")
+    try:
+        backend = BackendKind(backend)
+    except ValueError:
+        names = ", ".join(kind.value for kind in BackendKind)
+        raise BackendError(f"unknown backend '{backend}': it is one of {names}", setting=Setting.BACKEND) from None
     torch_device = resolve_device(device)
     resolved = resolve_precision(precision, torch_device, model.info.bf16_cost_db)
     cache = EngineCache(engines_dir)
@@ -52,31 +64,33 @@ def create_upscaler(
 
 
 def _tensorrt(model, device, precision, settings, backend, cache) -> Backend | None:
-    if backend not in ("auto", "tensorrt"):
+    if backend not in (BackendKind.AUTO, BackendKind.TENSORRT):
         return None
     reason = tensorrt_unavailable_reason()
     if reason is not None:
-        if backend == "tensorrt":
-            raise BackendError(f"--backend tensorrt: TensorRT is unavailable here: {reason}")
+        if backend is BackendKind.TENSORRT:
+            raise BackendError(
+                f"TensorRT is unavailable here: {reason}", setting=Setting.BACKEND, suggestion="eager"
+            )
         return None
     tile = settings.tile_size or TENSORRT_TILE
     key = EngineKey.for_device(
         "tensorrt", model.info.sha256, device, precision.value, (tile, tile), settings.batch_size
     )
     engine = cache.lookup(key)
-    if engine is None and backend == "tensorrt":
+    if engine is None and backend is BackendKind.TENSORRT:
         engine = build_tensorrt(model, device, precision, (tile, tile), settings.batch_size, cache)
     return TensorRTBackend(model, engine, device, precision, (tile, tile), settings.batch_size) if engine else None
 
 
 def _compiled(model, device, precision, backend, cache) -> Backend | None:
-    if backend not in ("auto", "compiled"):
+    if backend not in (BackendKind.AUTO, BackendKind.COMPILED):
         return None
     key = EngineKey.for_device("compiled", model.info.sha256, device, precision.value)
     package = cache.lookup(key)
-    if package is None and backend == "compiled":
+    if package is None and backend is BackendKind.COMPILED:
         package = build_compiled(model, device, precision, cache)
-    if package is not None and backend == "auto" and not _measured_faster(cache.timing(key)):
+    if package is not None and backend is BackendKind.AUTO and not _measured_faster(cache.timing(key)):
         return None
     return CompiledBackend(model, package, device, precision) if package else None
 

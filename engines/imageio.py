@@ -21,7 +21,7 @@ import tifffile
 from PIL import Image, UnidentifiedImageError
 
 from .atomic import atomic_path
-from .errors import ImageReadError, ImageWriteError
+from .errors import ImageReadError, ImageWriteError, Setting
 
 # This module enforces its own pixel limit, with a message that says how to lift it.
 Image.MAX_IMAGE_PIXELS = None
@@ -106,13 +106,15 @@ def format_for(path: Path, requested: str | None = None) -> str:
         key = requested.lower().lstrip(".")
         key = _EXTENSIONS.get("." + key, key)
         if key not in FORMATS:
-            raise ImageWriteError(f"unknown output format '{requested}': use one of {', '.join(FORMATS)}")
+            raise ImageWriteError(
+                f"unknown output format '{requested}': it is one of {', '.join(FORMATS)}", setting=Setting.OUTPUT_FORMAT
+            )
         return key
     key = _EXTENSIONS.get(Path(path).suffix.lower())
     if key is None:
         raise ImageWriteError(
-            f"{path}: cannot tell the output format from '{Path(path).suffix}';"
-            " use .png, .jpg, .webp, .tif or .bmp, or --format"
+            f"{path}: cannot tell the output format from '{Path(path).suffix}' (.png, .jpg, .webp, .tif, .bmp)",
+            setting=Setting.OUTPUT_FORMAT,
         )
     return key
 
@@ -128,7 +130,7 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
     if not path.exists():
         raise ImageReadError(f"{path}: file not found; check the path")
     if path.is_dir():
-        raise ImageReadError(f"{path}: is a folder; pass image files, or the folder with --recursive")
+        raise ImageReadError(f"{path}: is a folder, not an image file", setting=Setting.RECURSIVE)
     if path.stat().st_size == 0:
         raise ImageReadError(f"{path}: file is empty (0 bytes); re-export or re-download it")
     with path.open("rb") as stream:
@@ -231,7 +233,8 @@ def _check_size(path: Path, size: tuple[int, int], max_pixels: int) -> None:
     if max_pixels and width * height > max_pixels:
         raise ImageReadError(
             f"{path}: {width}×{height} is {width * height:,} pixels, over the limit of {max_pixels:,}"
-            " that guards against decompression bombs; pass --max-pixels to raise it"
+            " that guards against decompression bombs",
+            setting=Setting.MAX_PIXELS,
         )
 
 
@@ -367,7 +370,9 @@ def _fit_format(path: Path, picture: Picture, key: str) -> Picture:
         alpha = pixels[:, :, -1]
         if alpha.min() < np.iinfo(pixels.dtype).max:
             raise ImageWriteError(
-                f"{path}: JPEG cannot store the image's transparency; write .png, .webp or .tif, or use --format png"
+                f"{path}: JPEG cannot store the image's transparency; PNG, WebP and TIFF can",
+                setting=Setting.OUTPUT_FORMAT,
+                suggestion="png",
             )
         pixels = pixels[:, :, :-1]
     if key == "webp" and pixels.shape[2] in (1, 2):

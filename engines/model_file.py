@@ -21,7 +21,7 @@ from torch import nn
 from .arch import SUPPORTED_SCALES, GeneratorConfig, SRGANGenerator, fold_batchnorm
 from .atomic import atomic_path
 from .digest import file_sha256
-from .errors import ModelFileError
+from .errors import ModelFileError, Setting
 
 FORMAT_NAME = "srgan-generator"
 FORMAT_VERSION = "1"
@@ -174,7 +174,7 @@ def load_generator(path: Path) -> tuple[SRGANGenerator, ModelInfo]:
     """
     path = Path(path)
     if not path.is_file():
-        raise ModelFileError(f"{path}: model file not found; check the path given to --model")
+        raise ModelFileError(f"{path}: model file not found; check the path", setting=Setting.MODEL)
     if path.suffix.lower() in SAFETENSORS_SUFFIXES:
         tensors, metadata = _read_safetensors(path)
         file_format = "safetensors"

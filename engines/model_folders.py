@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import NoDefaultModelError
+from .errors import NoDefaultModelError, Setting
 from .model_file import PYTORCH_SUFFIXES, SAFETENSORS_SUFFIXES
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "weights"
@@ -33,7 +33,7 @@ def default_model_path() -> Path:
     path = BUNDLED_DIR / DEFAULT_MODEL_NAME
     if not path.is_file():
         raise NoDefaultModelError(
-            f"{path}: no default model is installed; pass --model PATH to a .safetensors or .pth SRGAN generator"
+            f"{path}: no default model is installed; give a .safetensors or .pth model file", setting=Setting.MODEL
         )
     return path
 

@@ -13,20 +13,21 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-
 from srgan.engines import (
     EngineCache,
+    NoDefaultModelError,
     Precision,
     SrganError,
     choose_precision,
+    default_engines_dir,
+    default_model_path,
     find_model_files,
     load_model,
     model_dirs,
+    tensorrt_unavailable_reason,
 )
-from srgan.engines.compiled import tensorrt_unavailable_reason
-from srgan.engines.engine_cache import default_engines_dir
-from srgan.engines.model_folders import BUNDLED_DIR, DEFAULT_MODEL_NAME
 
+from .advice import cli_message
 from .gimp_cmd import default_plugins_dir, installed_plugin
 from .options import JsonOption
 from .state import CliState
@@ -67,28 +68,31 @@ def _devices() -> list[dict[str, object]]:
     return devices
 
 
-def _cpu_precision(default_model: Path) -> dict[str, str]:
-    """What `--precision auto` picks on this CPU for the default model, and why."""
+def _cpu_precision(default_model: str) -> dict[str, str]:
+    """What `--precision auto` picks on this CPU for the default model (a path, or "not installed"), and why."""
     cost = None
-    if default_model.is_file():
+    if Path(default_model).is_file():
         try:
-            cost = load_model(default_model).info.bf16_cost_db
+            cost = load_model(Path(default_model)).info.bf16_cost_db
         except SrganError:
-            pass  # reported under "default model" by `srgan models`; the CPU's answer stands alone
+            pass  # reported by `srgan models`; the CPU's answer stands without the model's cost
     choice = choose_precision(Precision.AUTO, torch.device("cpu"), cost)
     return {"precision": choice.precision.value, "reason": choice.reason}
 
 
 def collect_info() -> dict[str, object]:
     """Everything `srgan info` reports, as plain data."""
-    default = BUNDLED_DIR / DEFAULT_MODEL_NAME
+    try:
+        default = str(default_model_path())
+    except NoDefaultModelError:
+        default = "not installed"
     return {
         "versions": {"python": platform.python_version(), **{name: _version(name) for name in _PACKAGES}},
         "cuda": {"available": torch.cuda.is_available(), "torch_cuda": torch.version.cuda},
         "tensorrt": _tensorrt_status(),
         "devices": _devices(),
         "cpu_auto_precision": _cpu_precision(default),
-        "default_model": str(default) if default.is_file() else "not installed",
+        "default_model": default,
         "model_dirs": [str(folder) for folder in model_dirs()],
         "engines_dir": str(default_engines_dir()),
         "engines": EngineCache().counts(),
@@ -144,7 +148,7 @@ def models(
         except SrganError as error:
             if paths:
                 raise
-            described.append({"path": str(path), "error": str(error)})
+            described.append({"path": str(path), "error": cli_message(error)})
     if json_lines:
         for entry in described:
             typer.echo(json.dumps(entry))

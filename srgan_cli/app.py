@@ -18,6 +18,7 @@ from typer.core import TyperGroup
 from srgan.engines import SrganError
 
 from . import about, engine_cmd, gimp_cmd, train_cmd, upscale, watch_cmd
+from .advice import cli_message, json_fields
 from .state import CliState, UsageProblem
 
 gc.freeze()  # what the imports made lives as long as the process; the collector need not walk it
@@ -53,9 +54,10 @@ class _ErrorEdge(TyperGroup):
 
 def _report(error: SrganError, state: CliState) -> None:
     if state.json:
-        sys.stdout.write(json.dumps({"event": "error", "message": str(error)}) + "\n")
+        event = {"event": "error", "message": cli_message(error), "problem": str(error), **json_fields(error)}
+        sys.stdout.write(json.dumps(event) + "\n")
         sys.stdout.flush()
-    Console(stderr=True, highlight=False).print(f"[red]error:[/] {escape(str(error))}", soft_wrap=True)
+    Console(stderr=True, highlight=False).print(f"[red]error:[/] {escape(cli_message(error))}", soft_wrap=True)
 
 
 app = typer.Typer(

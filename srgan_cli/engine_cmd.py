@@ -2,27 +2,26 @@
 
 from __future__ import annotations
 
-import enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-
-from srgan.engines import EngineCache, Precision, export_onnx, resolve_device
-from srgan.engines.compiled import build_compiled, build_tensorrt
-from srgan.engines.factory import TENSORRT_TILE
+from srgan.engines import (
+    TENSORRT_TILE,
+    EngineCache,
+    EngineKind,
+    Precision,
+    build_compiled,
+    build_tensorrt,
+    export_onnx,
+    resolve_device,
+)
 
 from .options import DeviceOption, EnginesDirOption, PrecisionOption
 from .state import UsageProblem
 from .upscale import load_model_option
-
-
-class EngineKind(str, enum.Enum):
-    COMPILED = "compiled"
-    TENSORRT = "tensorrt"
-    ONNX = "onnx"
 
 
 def build_engine(

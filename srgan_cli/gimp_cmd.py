@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from srgan.engines.atomic import atomic_path
+from srgan.engines import atomic_path
 
 from .state import UsageProblem
 

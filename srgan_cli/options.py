@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from srgan.engines import DEFAULT_MAX_PIXELS, Precision, TileSettings
+from srgan.engines import DEFAULT_MAX_PIXELS, BackendKind, Precision, TileSettings
 
 from .state import UsageProblem
 
@@ -37,7 +37,12 @@ OverlapOption = Annotated[
 BatchOption = Annotated[int, typer.Option("--batch", min=1, help="Tiles run through the network at once.")]
 DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 PrecisionOption = Annotated[
-    Precision, typer.Option("--precision", help="auto: fp16 on CUDA; on a CPU bf16 where it runs natively (srgan info says), else fp32.", case_sensitive=False)
+    Precision,
+    typer.Option(
+        "--precision",
+        help="auto: fp16 on CUDA; on a CPU bf16 where it runs natively (srgan info says), else fp32.",
+        case_sensitive=False,
+    ),
 ]
 MaxPixelsOption = Annotated[
     int,
@@ -46,9 +51,10 @@ MaxPixelsOption = Annotated[
     ),
 ]
 BackendOption = Annotated[
-    str,
+    BackendKind,
     typer.Option(
         "--backend",
+        case_sensitive=False,
         help="auto (a cached TensorRT engine, else a cached compiled one, else eager), eager, "
         "compiled or tensorrt (built into the engine cache when missing).",
     ),

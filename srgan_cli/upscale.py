@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from srgan.engines import (
+    BackendKind,
     LoadedModel,
     Precision,
     SrganError,
@@ -26,6 +27,7 @@ from srgan.engines import (
     write_image,
 )
 
+from .advice import cli_message
 from .jobs import DEFAULT_NAME, IMAGE_EXTENSIONS, Job, collect_inputs, output_is_file, plan_jobs, scale_label
 from .options import (
     check_name_template,
@@ -83,7 +85,7 @@ def upscale(
     batch: BatchOption = DEFAULT_BATCH,
     device: DeviceOption = "auto",
     precision: PrecisionOption = Precision.AUTO,
-    backend: BackendOption = "auto",
+    backend: BackendOption = BackendKind.AUTO,
     engines_dir: EnginesDirOption = None,
     max_pixels: MaxPixelsOption = DEFAULT_MAX,
     json_lines: JsonOption = False,
@@ -155,7 +157,7 @@ def run_jobs(
                         picture.pixels, progress=lambda done, total, job=job: reporter.tiles(job.source, done, total)
                     )
                 except SrganError as error:
-                    _failed(job, str(error), began, reporter, tally)
+                    _failed(job, cli_message(error), began, reporter, tally)
                     continue
                 finally:
                     reads[index] = None  # the decoded input is not needed any more
@@ -217,7 +219,7 @@ def _collect(writing: _Writing, reporter: Reporter, tally: Tally) -> None:
     try:
         writing.future.result()
     except SrganError as error:
-        _failed(writing.job, str(error), writing.began, reporter, tally)
+        _failed(writing.job, cli_message(error), writing.began, reporter, tally)
         return
     tally.done += 1
     reporter.finish(writing.job.source, writing.job.target, "done", "", time.perf_counter() - writing.began)

@@ -17,7 +17,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from srgan.engines import Precision, create_upscaler, format_for
+from srgan.engines import BackendKind, Precision, create_upscaler, format_for
 
 from .options import (
     check_name_template,
@@ -159,7 +159,7 @@ def watch(
     batch: BatchOption = DEFAULT_BATCH,
     device: DeviceOption = "auto",
     precision: PrecisionOption = Precision.AUTO,
-    backend: BackendOption = "auto",
+    backend: BackendOption = BackendKind.AUTO,
     engines_dir: EnginesDirOption = None,
     max_pixels: MaxPixelsOption = DEFAULT_MAX,
     json_lines: JsonOption = False,

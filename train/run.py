@@ -11,7 +11,7 @@ from typing import Callable
 import torch
 import torch.distributed as dist
 
-from srgan.engines.atomic import atomic_path
+from srgan.engines import atomic_path
 
 from .data import Photo, PhotoSplit, find_images, find_pairs, split_photos
 from .settings import SettingsError, TrainSettings, load_settings

@@ -25,13 +25,13 @@ from srgan.engines import (
     TileSettings,
     TorchBackend,
     Upscaler,
+    atomic_path,
     fold_batchnorm,
     ModelInfo,
     load_generator,
     resolve_device,
     save_model,
 )
-from srgan.engines.atomic import atomic_path
 
 from .data import (
     CropSampler,

@@ -22,9 +22,18 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
-from srgan.engines import DEFAULT_MAX_PIXELS, Picture, SrganError, Upscaler, read_image, scaled_size, write_image
-from srgan.engines.digest import file_sha256
+from srgan.engines import (
+    DEFAULT_MAX_PIXELS,
+    Picture,
+    SrganError,
+    Upscaler,
+    file_sha256,
+    read_image,
+    scaled_size,
+    write_image,
+)
 
+from ..advice import cli_message
 from ..jobs import InputFile, output_path, scale_label
 from .journal import Journal
 from .policy import is_candidate, scan
@@ -226,7 +235,7 @@ class WatchService:
         try:
             prepared.picture = read_image(path, self.settings.max_pixels)
         except SrganError as error:
-            prepared.error = str(error)
+            prepared.error = cli_message(error)
         return prepared
 
     def _target(self, path: Path) -> Path:
@@ -335,7 +344,7 @@ class WatchService:
             pixels = self.upscaler.upscale(picture.pixels)
         except SrganError as error:
             self._release(prepared.path)
-            self._fail(prepared, str(error))
+            self._fail(prepared, cli_message(error))
             return None
         result = replace(picture, pixels=pixels)
         settings = self.settings
@@ -357,7 +366,7 @@ class WatchService:
             if error is not None:
                 if not isinstance(error, SrganError):
                     raise error
-                self._fail(prepared, str(error))
+                self._fail(prepared, cli_message(error))
                 continue
             seconds = time.perf_counter() - written.started
             self.journal.done(prepared.source, prepared.digest, str(written.output), seconds)

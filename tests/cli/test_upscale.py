@@ -322,6 +322,18 @@ def test_json_mode_reports_fatal_errors_as_json(tmp_path, photo):
     assert result.exit_code == 1
     event = json.loads(result.stdout.strip().splitlines()[-1])
     assert event["event"] == "error" and "model file not found" in event["message"]
+    assert event["setting"] == "model" and event["problem"].endswith("model file not found; check the path")
+
+
+def test_the_cli_words_the_cores_advice_as_flags(tmp_path, tiny_model_file, photo):
+    big = srgan("upscale", photo, "-o", tmp_path / "a.png", "-m", tiny_model_file, "--max-pixels", "10")
+    assert big.exit_code == 1 and "raise the limit with --max-pixels" in big.stderr
+    jpeg = save(tmp_path / "in" / "clear.png", np.zeros((6, 6, 4), np.uint8))
+    result = srgan("upscale", jpeg, "-o", tmp_path / "b.jpg", "-m", tiny_model_file)
+    assert result.exit_code == 1 and "use --format png" in result.stderr
+    cpu_fp16 = ("--device", "cpu", "--precision", "fp16")
+    fp16 = srgan("upscale", photo, "-o", tmp_path / "c.png", "-m", tiny_model_file, *cpu_fp16)
+    assert fp16.exit_code == 1 and "use --precision fp32" in fp16.stderr
 
 
 def test_one_output_file_for_several_inputs_is_refused(tmp_path, tiny_model_file, photo):

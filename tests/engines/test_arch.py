@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from srgan.engines import GeneratorConfig, SRGANGenerator, fold_batchnorm, icnr_, offset_major_shuffle
-from srgan.engines.arch import LowResolutionTail, low_resolution_tail
+from srgan.engines import GeneratorConfig, SRGANGenerator, fold_batchnorm
+from srgan.engines.arch import LowResolutionTail, icnr_, low_resolution_tail, offset_major_shuffle
 from tests.helpers import tiny_generator
 
 

@@ -6,13 +6,13 @@ import torch
 from srgan.engines import (
     BackendError,
     Precision,
+    Setting,
     TorchBackend,
     choose_precision,
     fold_batchnorm,
     resolve_device,
-    resolve_precision,
 )
-from srgan.engines.errors import Setting
+from srgan.engines.backends import resolve_precision
 from tests.helpers import tiny_generator
 
 CPU = torch.device("cpu")
@@ -31,9 +31,10 @@ def test_unknown_devices_are_refused(spec, message):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
-def test_cuda_without_a_gpu_says_what_to_do():
-    with pytest.raises(BackendError, match="--device cpu"):
+def test_cuda_without_a_gpu_says_which_setting_to_change():
+    with pytest.raises(BackendError, match="sees no CUDA GPU") as raised:
         resolve_device("cuda:0")
+    assert (raised.value.setting, raised.value.suggestion) == (Setting.DEVICE, "cpu")
 
 
 AVX512_ONLY = {"architecture": "x86_64", "avx2": True, "avx512_f": True, "avx512_bf16": False, "amx_bf16": False}

@@ -14,21 +14,20 @@ from typer.testing import CliRunner
 from srgan.engines import (
     BackendError,
     EngineCache,
-    EngineKey,
-    OnnxRuntimeBackend,
     Picture,
     Precision,
     TileSettings,
     TorchBackend,
     Upscaler,
     create_upscaler,
-    export_network,
     export_onnx,
     load_model,
     save_model,
     write_image,
 )
 from srgan.cli.app import app
+from srgan.engines.compiled import OnnxRuntimeBackend, export_network
+from srgan.engines.engine_cache import EngineKey
 from tests.helpers import random_image, tiny_generator
 
 CPU = torch.device("cpu")

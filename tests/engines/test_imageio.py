@@ -11,6 +11,7 @@ from srgan.engines import (
     ImageReadError,
     ImageWriteError,
     Picture,
+    Setting,
     format_for,
     read_image,
     resize_pixels,
@@ -237,8 +238,9 @@ def test_folders_are_not_images(tmp_path):
 def test_pixel_limit_guards_against_decompression_bombs(tmp_path):
     path = tmp_path / "big.png"
     Image.fromarray(random_image(20, 30, 3)).save(path)
-    with pytest.raises(ImageReadError, match="--max-pixels"):
+    with pytest.raises(ImageReadError, match="over the limit of 599") as raised:
         read_image(path, max_pixels=599)
+    assert raised.value.setting is Setting.MAX_PIXELS
     assert read_image(path, max_pixels=600).pixels.shape == (20, 30, 3)
     assert read_image(path, max_pixels=0).pixels.shape == (20, 30, 3)
 

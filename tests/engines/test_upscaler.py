@@ -99,7 +99,7 @@ def test_default_settings_match_whole_image_on_the_paper_generator():
 
 
 def upscaler_tiles(upscaler: Upscaler, pixels: np.ndarray) -> list:
-    from srgan.engines import plan_tiles
+    from srgan.engines.tiling import plan_tiles
 
     size = upscaler.settings.tile_size or upscaler.backend.preferred_tile_size
     return plan_tiles(pixels.shape[0], pixels.shape[1], (size, size), upscaler.settings.overlap)
