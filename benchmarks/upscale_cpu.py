@@ -41,6 +41,7 @@ import torch
 from PIL import Image
 
 from srgan.engines import (
+    EngineCache,
     GeneratorConfig,
     Precision,
     SRGANGenerator,
@@ -245,6 +246,13 @@ def print_speed(args, model_path: Path, folder: Path, image: np.ndarray, peak: f
         upscalers[f"compiled {compiled.backend.precision.value} (built in {time.perf_counter() - started:.0f} s)"] = (
             compiled
         )
+        for package in engines.glob("compiled/*/*.pt2"):
+            timing = EngineCache.timing_of(package)
+            if timing is not None:
+                print(
+                    f"recorded at build (wall, one {timing.tile_size}² tile): compiled {timing.engine_seconds:.3f} s,"
+                    f" eager {timing.eager_seconds:.3f} s ({timing.speedup:.2f}×), loading {timing.load_seconds:.2f} s"
+                )
     auto = create_upscaler(model, "cpu", Precision.AUTO, settings, "auto", engines)
     upscalers[f"auto ({auto.backend.name})"] = auto
     seconds = timed_in_turns({label: (lambda u=u: u.upscale(image)) for label, u in upscalers.items()}, args.repeats)
