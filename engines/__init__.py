@@ -4,7 +4,7 @@ This module is the core's public API: front ends (the CLI, training, the GIMP br
 library callers import from here and nowhere deeper; nothing here imports a front end.
 """
 
-from .arch import GeneratorConfig, SRGANGenerator, fold_batchnorm
+from .arch import MAX_BLOCKS, MAX_CHANNELS, SUPPORTED_SCALES, GeneratorConfig, SRGANGenerator, fold_batchnorm
 from .atomic import atomic_path
 from .backends import (
     BF16_COST_LIMIT_DB,
@@ -30,6 +30,7 @@ from .errors import (
     SrganError,
 )
 from .factory import TENSORRT_TILE, BackendKind, create_upscaler
+from .image_checks import check_output_folder
 from .imageio import (
     DEFAULT_MAX_PIXELS,
     FORMAT_EXTENSIONS,
@@ -40,7 +41,16 @@ from .imageio import (
     scaled_size,
     write_image,
 )
-from .model_file import LoadedModel, ModelInfo, load_generator, load_model, record_bf16_cost, save_model
+from .model_file import (
+    LoadedModel,
+    ModelInfo,
+    check_finite,
+    load_generator,
+    load_model,
+    read_pytorch,
+    record_bf16_cost,
+    save_model,
+)
 from .model_folders import default_model_path, find_model_files, model_dirs
 from .upscaler import ProgressCallback, TileSettings, Upscaler
 
@@ -58,6 +68,9 @@ __all__ = [
     # models
     "GeneratorConfig",
     "SRGANGenerator",
+    "MAX_BLOCKS",
+    "MAX_CHANNELS",
+    "SUPPORTED_SCALES",
     "fold_batchnorm",
     "LoadedModel",
     "ModelInfo",
@@ -65,6 +78,8 @@ __all__ = [
     "load_generator",
     "save_model",
     "record_bf16_cost",
+    "read_pytorch",
+    "check_finite",
     "default_model_path",
     "find_model_files",
     "model_dirs",
@@ -94,6 +109,7 @@ __all__ = [
     "Picture",
     "read_image",
     "write_image",
+    "check_output_folder",
     "format_for",
     "scaled_size",
     "resize_pixels",

@@ -17,6 +17,12 @@ import torch
 from torch import nn
 
 SUPPORTED_SCALES = (2, 4, 8)
+# The largest generator a model file may describe. Published SRGAN/SRResNet generators use 16
+# blocks of 64 channels (Ledig et al.; BasicSR's MSRResNet); EDSR, the widest residual trunk of
+# this shape, uses 32 blocks of 256. At these limits the weights take 0.3 GB in float32, so a
+# hostile file cannot make loading allocate more than that.
+MAX_BLOCKS = 64
+MAX_CHANNELS = 256
 
 
 @dataclass(frozen=True)
@@ -24,8 +30,8 @@ class GeneratorConfig:
     """The shape of an SRGAN generator.
 
     scale: upscaling factor, 2, 4 or 8 (one ×2 sub-pixel stage per factor of two).
-    blocks: number of residual blocks in the trunk (the paper uses 16).
-    channels: feature channels in the trunk (the paper uses 64).
+    blocks: number of residual blocks in the trunk (the paper uses 16), at most MAX_BLOCKS.
+    channels: feature channels in the trunk (the paper uses 64), at most MAX_CHANNELS.
     batchnorm: True for the paper's generator, False for the BN-free variant.
     """
 
@@ -37,8 +43,11 @@ class GeneratorConfig:
     def __post_init__(self) -> None:
         if self.scale not in SUPPORTED_SCALES:
             raise ValueError(f"scale must be one of {SUPPORTED_SCALES}, not {self.scale}")
-        if self.blocks < 1 or self.channels < 1:
-            raise ValueError("blocks and channels must be at least 1")
+        if not 1 <= self.blocks <= MAX_BLOCKS or not 1 <= self.channels <= MAX_CHANNELS:
+            raise ValueError(
+                f"blocks must be 1 to {MAX_BLOCKS} and channels 1 to {MAX_CHANNELS},"
+                f" not {self.blocks} and {self.channels}"
+            )
 
     @property
     def upsample_stages(self) -> int:

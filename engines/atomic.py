@@ -34,6 +34,18 @@ def _umask() -> int:
         return 0o022
 
 
+# File names hold at most 255 bytes; the temporary name adds 18 to the target's, so a long
+# target name is shortened in it (the target keeps its full name).
+_NAME_BYTES = 200
+
+
+def _shortened(name: str) -> str:
+    encoded = os.fsencode(name)
+    if len(encoded) <= _NAME_BYTES:
+        return name
+    return os.fsdecode(encoded[:_NAME_BYTES])  # a cut character stays as its raw bytes
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success rename it onto `path`.
@@ -42,7 +54,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     globs skip it. On any exception the temporary file is removed and the exception re-raised.
     Raises OSError when the folder cannot be written.
     """
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    handle, temporary = tempfile.mkstemp(prefix=f".{_shortened(path.name)}.", suffix=".partial", dir=path.parent)
     os.close(handle)
     try:
         yield Path(temporary)

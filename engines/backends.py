@@ -12,15 +12,17 @@ import ctypes
 import ctypes.util
 import enum
 import functools
+import re
 import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import final
 
 import torch
 from torch import nn
 
 from .arch import low_resolution_tail
-from .errors import BackendError, DeviceOutOfMemory, Setting
+from .errors import BackendError, DeviceOutOfMemory, Setting, SrganError
 
 
 class Precision(str, enum.Enum):
@@ -53,14 +55,42 @@ class Backend(ABC):
     fixed_batch: int | None = None
     preferred_tile_size: int = 256
 
-    @abstractmethod
+    @final
     def infer(self, batch: torch.Tensor) -> torch.Tensor:
         """Upscale a batch of tiles.
 
         batch: N×3×h×w float32 on `device`, values in [0, 1].
         Returns N×3×(scale·h)×(scale·w) on `device`, floating point, nominally [0, 1] (unclamped).
         Raises DeviceOutOfMemory when the batch does not fit, BackendError for other failures.
+
+        Backends implement `_infer`; this wrapper turns whatever their runtime raises into those
+        two errors, so a failing tile ends one image, never a whole batch of files.
         """
+        try:
+            return self._infer(batch)
+        except SrganError:
+            raise
+        except Exception as error:  # each runtime (torch, AOTInductor, ONNX Runtime, TensorRT) has its own types
+            if _is_out_of_memory(error):
+                raise DeviceOutOfMemory(
+                    f"{self.device} ran out of memory for a batch of {tuple(batch.shape)}"
+                ) from error
+            detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+            raise BackendError(f"{self.name} failed on a batch of {tuple(batch.shape)}: {detail}") from error
+
+    @abstractmethod
+    def _infer(self, batch: torch.Tensor) -> torch.Tensor:
+        """`infer` without the mapping of errors: may raise whatever the runtime raises."""
+
+
+_OUT_OF_MEMORY = re.compile(r"out[ _]of[ _]memory|outofmemory|can't allocate memory|failed to allocate memory")
+
+
+def _is_out_of_memory(error: Exception) -> bool:
+    """Whether a runtime's exception means the device had no memory left for the batch."""
+    if isinstance(error, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    return bool(_OUT_OF_MEMORY.search(str(error).lower()))
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -204,16 +234,7 @@ class TorchBackend(Backend):
         self.network = network.eval().to(device=device, dtype=self._dtype, memory_format=torch.channels_last)
         self.name = f"torch-{device.type} {self.precision.value}"
 
-    def infer(self, batch: torch.Tensor) -> torch.Tensor:
+    def _infer(self, batch: torch.Tensor) -> torch.Tensor:
         batch = batch.to(dtype=self._dtype, memory_format=torch.channels_last)
-        try:
-            with torch.inference_mode():
-                return self.network(batch)
-        except torch.OutOfMemoryError as error:
-            raise DeviceOutOfMemory(f"{self.device} ran out of memory for a batch of {tuple(batch.shape)}") from error
-        except RuntimeError as error:
-            if "can't allocate memory" in str(error):
-                raise DeviceOutOfMemory(
-                    f"{self.device} ran out of memory for a batch of {tuple(batch.shape)}"
-                ) from error
-            raise BackendError(f"{self.name} failed on a batch of {tuple(batch.shape)}: {error}") from error
+        with torch.inference_mode():
+            return self.network(batch)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -19,9 +18,10 @@ import torch
 from torch import nn
 
 from .arch import low_resolution_tail, offset_major_shuffle
+from .atomic import atomic_path
 from .backends import _DTYPES, Backend, Precision, TorchBackend, resolve_precision
 from .engine_cache import EngineCache, EngineKey, EngineTiming
-from .errors import BackendError, DeviceOutOfMemory, Setting
+from .errors import BackendError, Setting
 from .model_file import LoadedModel
 
 # Sizes 0 and 1 are specialised by torch.export; smaller tiles run through the eager network.
@@ -70,9 +70,10 @@ def build_compiled(model: LoadedModel, device: torch.device, precision: Precisio
     """
     precision = resolve_precision(precision, device, model.info.bf16_cost_db)
     key = EngineKey.for_device("compiled", model.info.sha256, device, precision.value)
+    cache.require_folder()  # before minutes of compiling, not after
     program = export_network(model, device, precision)
-    with tempfile.TemporaryDirectory() as scratch:
-        built = Path(scratch) / "engine.pt2"
+    with cache.scratch() as scratch:
+        built = scratch / "engine.pt2"
         torch._inductor.aoti_compile_and_package(program, package_path=str(built))
         check_package_runs(built, device)
         timing = time_against_eager(model, built, device, precision)
@@ -143,22 +144,36 @@ def check_package_runs(package: Path, device: torch.device) -> None:
 
 
 def export_onnx(model: LoadedModel, path: Path, opset: int = 17) -> Path:
-    """Write an ONNX file (float32, dynamic batch, height and width) for other runtimes."""
-    network = model.network.eval()
+    """Write an ONNX file (float32, dynamic batch, height and width) for other runtimes, atomically.
+
+    Raises BackendError (setting OUTPUT) when the file cannot be written there.
+    """
+    network = _private_copy(model.network, torch.device("cpu"))
     example = torch.rand(1, 3, 64, 64)
     axes = {"image": {0: "batch", 2: "height", 3: "width"}, "upscaled": {0: "batch", 2: "out_height", 3: "out_width"}}
-    with torch.no_grad():
-        torch.onnx.export(
-            network,
-            (example,),
-            str(path),
-            dynamo=False,
-            input_names=["image"],
-            output_names=["upscaled"],
-            dynamic_axes=axes,
-            opset_version=opset,
-        )
+    path = Path(path)
+    try:
+        with atomic_path(path) as temporary, torch.no_grad():
+            torch.onnx.export(
+                network,
+                (example,),
+                str(temporary),
+                dynamo=False,
+                input_names=["image"],
+                output_names=["upscaled"],
+                dynamic_axes=axes,
+                opset_version=opset,
+            )
+    except OSError as error:
+        raise BackendError(
+            f"{path}: cannot write the ONNX file ({error.strerror or error})", setting=Setting.OUTPUT
+        ) from error
     return path
+
+
+def _private_copy(network: nn.Module, device: torch.device) -> nn.Module:
+    """An eval-mode copy of `network` on `device`; the caller's module, which others may share, stays as it was."""
+    return copy.deepcopy(network).eval().to(device)
 
 
 class _EagerForSmallTiles(Backend):
@@ -167,7 +182,7 @@ class _EagerForSmallTiles(Backend):
     def __init__(self, model: LoadedModel, device: torch.device) -> None:
         self.scale = model.scale
         self.device = device
-        self._eager = model.network.eval().to(device)
+        self._eager = _private_copy(model.network, device)
 
     def _small(self, batch: torch.Tensor) -> torch.Tensor | None:
         if min(batch.shape[2:]) >= MIN_SIDE:
@@ -191,15 +206,12 @@ class CompiledBackend(_EagerForSmallTiles):
                 f"{package}: cannot load the compiled package ({error}); delete it and rebuild"
             ) from None
 
-    def infer(self, batch: torch.Tensor) -> torch.Tensor:
+    def _infer(self, batch: torch.Tensor) -> torch.Tensor:
         small = self._small(batch)
         if small is not None:
             return small
-        try:
-            with torch.inference_mode():
-                return self._runner(batch.float().contiguous(memory_format=torch.channels_last))
-        except torch.OutOfMemoryError as error:
-            raise DeviceOutOfMemory(f"{self.device} ran out of memory for a batch of {tuple(batch.shape)}") from error
+        with torch.inference_mode():
+            return self._runner(batch.float().contiguous(memory_format=torch.channels_last))
 
 
 class OnnxRuntimeBackend(_EagerForSmallTiles):
@@ -214,7 +226,7 @@ class OnnxRuntimeBackend(_EagerForSmallTiles):
         self.name = "onnxruntime-cpu fp32"
         self._session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
-    def infer(self, batch: torch.Tensor) -> torch.Tensor:
+    def _infer(self, batch: torch.Tensor) -> torch.Tensor:
         small = self._small(batch)
         if small is not None:
             return small
@@ -252,12 +264,13 @@ def build_tensorrt(
 
     precision = resolve_precision(precision, device)
     key = EngineKey.for_device("tensorrt", model.info.sha256, device, precision.value, tile_shape, batch)
-    network = model.network.eval().to(device)
+    cache.require_folder()  # before minutes of building, not after
+    network = _private_copy(model.network, device)
     example = torch.rand(batch, 3, *tile_shape, device=device)
     program = torch.export.export(network, (example,))
     engine = torch_tensorrt.dynamo.compile(program, inputs=[example], enabled_precisions={_DTYPES[precision]})
-    with tempfile.TemporaryDirectory() as scratch:
-        built = Path(scratch) / "engine.ep"
+    with cache.scratch() as scratch:
+        built = scratch / "engine.ep"
         torch_tensorrt.save(engine, str(built), inputs=[example])
         return cache.store(key, built)
 
@@ -285,6 +298,6 @@ class TensorRTBackend(Backend):
         self.name = f"tensorrt {self.precision.value} {tile_shape[0]}×{tile_shape[1]}×{batch}"
         self._module = torch.export.load(str(engine)).module()
 
-    def infer(self, batch: torch.Tensor) -> torch.Tensor:
+    def _infer(self, batch: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             return self._module(batch.float())

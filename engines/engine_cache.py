@@ -9,11 +9,14 @@ Layout: see README.md in this folder.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import importlib.metadata
 import json
 import os
+import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,13 +24,12 @@ import torch
 
 from .atomic import atomic_path
 from .digest import file_sha256
-from .errors import BackendError
+from .errors import BackendError, Setting
 
 # Revision of the graph `compiled.export_network` gives compilers; engines built from an older
 # one are looked for under another key and rebuilt. 2: offset-major sub-pixel stages;
 # 3: the tail computed before the last shuffle (arch.LowResolutionTail).
 EXPORT_REVISION = 3
-
 
 
 class EngineKind(str, enum.Enum):
@@ -155,21 +157,27 @@ class EngineCache:
         """The cached engine for `key`, or None when there is none.
 
         Raises BackendError when a file is there but is stale or foreign: its sidecar holds
-        another key, or its bytes were changed since it was built.
+        another key or is not a record at all, or its bytes were changed since it was built.
         """
         path = self.path_for(key)
         sidecar = path.with_suffix(path.suffix + ".json")
         if not path.exists():
             return None
         try:
-            recorded = json.loads(sidecar.read_text())
-        except (OSError, ValueError):
-            raise BackendError(f"{path}: engine without a readable record; delete it and build again") from None
+            recorded = json.loads(sidecar.read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError):
+            recorded = None
+        if not isinstance(recorded, dict):
+            raise BackendError(f"{path}: engine without a readable record; delete it and build again")
         if recorded.get("key") != key.record():
             raise BackendError(
                 f"{path}: engine built for another model, shape, device or version; delete it and rebuild"
             )
-        if recorded.get("sha256") != file_sha256(path):
+        try:
+            digest = file_sha256(path)
+        except OSError as error:
+            raise BackendError(f"{path}: cannot read the engine ({error.strerror}); delete it and rebuild") from None
+        if recorded.get("sha256") != digest:
             raise BackendError(f"{path}: engine file changed since it was built (corrupt?); delete it and rebuild")
         return path
 
@@ -186,6 +194,37 @@ class EngineCache:
             return None
         return EngineTiming.from_record(recorded.get("timing")) if isinstance(recorded, dict) else None
 
+    def require_folder(self) -> None:
+        """Create the cache folder if it is missing; check that engines can be written into it.
+
+        Called before a build, which can take minutes, rather than after it. Raises
+        BackendError (setting ENGINES_DIR) when the path is a file, or cannot be created or written.
+        """
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            reason = "it is a file" if self.folder.is_file() else error.strerror or str(error)
+            raise BackendError(
+                f"{self.folder}: cannot keep engines there ({reason}); choose a folder", setting=Setting.ENGINES_DIR
+            ) from None
+        if not os.access(self.folder, os.W_OK | os.X_OK):
+            raise BackendError(
+                f"{self.folder}: cannot keep engines there (not writable); choose a writable folder",
+                setting=Setting.ENGINES_DIR,
+            )
+
+    @contextlib.contextmanager
+    def scratch(self) -> Iterator[Path]:
+        """A temporary folder inside the cache folder for building an engine, removed afterwards.
+
+        Builds happen here, not in the system's temporary folder, so that `store` renames on one
+        file system: /tmp is often a tmpfs, and a rename from it into ~/.cache fails (EXDEV).
+        Raises BackendError as `require_folder` does.
+        """
+        self.require_folder()
+        with tempfile.TemporaryDirectory(prefix=".building-", dir=self.folder) as folder:
+            yield Path(folder)
+
     def counts(self) -> dict[str, int]:
         """How many engines of each cached kind the folder holds."""
         return {
@@ -195,14 +234,24 @@ class EngineCache:
         }
 
     def store(self, key: EngineKey, built: Path, timing: EngineTiming | None = None) -> Path:
-        """Move a freshly built engine file into the cache with its record (and timing); returns its path."""
+        """Move a freshly built engine file (made in `scratch()`) into the cache with its record,
+        and its build-time timing when given.
+
+        Returns its path. Raises BackendError (setting ENGINES_DIR) when the cache cannot be written.
+        """
         path = self.path_for(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(built, path)
         sidecar = path.with_suffix(path.suffix + ".json")
-        with atomic_path(sidecar) as temporary:
-            record = {"key": key.record(), "sha256": file_sha256(path)}
-            if timing is not None:
-                record["timing"] = asdict(timing)
-            temporary.write_text(json.dumps(record, indent=2) + "\n")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(built, path)
+            with atomic_path(sidecar) as temporary:
+                record = {"key": key.record(), "sha256": file_sha256(path)}
+                if timing is not None:
+                    record["timing"] = asdict(timing)
+                temporary.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        except OSError as error:
+            raise BackendError(
+                f"{path}: cannot store the engine ({error.strerror or error}); choose another folder",
+                setting=Setting.ENGINES_DIR,
+            ) from error
         return path

@@ -69,9 +69,7 @@ def _tensorrt(model, device, precision, settings, backend, cache) -> Backend | N
     reason = tensorrt_unavailable_reason()
     if reason is not None:
         if backend is BackendKind.TENSORRT:
-            raise BackendError(
-                f"TensorRT is unavailable here: {reason}", setting=Setting.BACKEND, suggestion="eager"
-            )
+            raise BackendError(f"TensorRT is unavailable here: {reason}", setting=Setting.BACKEND, suggestion="eager")
         return None
     tile = settings.tile_size or TENSORRT_TILE
     key = EngineKey.for_device(

@@ -10,6 +10,8 @@ leaves a partial file.
 
 from __future__ import annotations
 
+import math
+import stat
 import struct
 import zlib
 from collections.abc import Callable
@@ -20,8 +22,25 @@ import numpy as np
 import tifffile
 from PIL import Image, UnidentifiedImageError
 
+from . import pam
 from .atomic import atomic_path
 from .errors import ImageReadError, ImageWriteError, Setting
+from .image_checks import (
+    check_frames,
+    check_icc_profile,
+    check_output_folder,
+    check_tiff_samples,
+    describe_kind,
+    read_exif,
+    read_failure,
+    stated_dpi,
+    tiff_dpi,
+    write_failure,
+)
+
+# The formats Pillow may decode. Pillow knows dozens more (EPS runs Ghostscript; PSD, FITS,
+# ICNS and the like are parsers a hostile file could reach); srgan reads what it documents.
+_PILLOW_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF", "PPM")
 
 # This module enforces its own pixel limit, with a message that says how to lift it.
 Image.MAX_IMAGE_PIXELS = None
@@ -41,9 +60,6 @@ _EXTENSIONS = {
     ".pam": "pam",
 }
 FORMAT_EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "tiff": ".tif", "bmp": ".bmp", "pam": ".pam"}
-# Netpbm PAM: uncompressed 8- or 16-bit samples behind a text header; programs without image
-# libraries (the GIMP plug-in) exchange pixels through it at full precision.
-_PAM_TUPLE_TYPES = {1: "GRAYSCALE", 2: "GRAYSCALE_ALPHA", 3: "RGB", 4: "RGB_ALPHA"}
 _ORIENTATION_TAG = 0x0112
 # A TIFF's first IFD doubles as its EXIF; these tags describe the source file's layout and
 # would be wrong in any output, so they are not carried over.
@@ -123,46 +139,114 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
     """Decode an image file, applying its EXIF orientation.
 
     max_pixels: refuse images with more pixels than this (0: no limit).
-    Raises ImageReadError, naming the file and the fix, for a missing file, a file that is not
-    an image, a truncated or corrupt one, a zero-size one or one over the pixel limit.
+    Raises ImageReadError, naming the file and what is wrong, for anything that is not one
+    readable still image: a missing file, something other than a regular file, a file that is
+    not an image, a truncated or corrupt one, a zero-size one, one over the pixel limit, an
+    animation or multi-page file, channels that would be lost, or metadata that contradicts
+    itself. No other exception escapes for a bad file.
     """
     path = Path(path)
-    if not path.exists():
-        raise ImageReadError(f"{path}: file not found; check the path")
-    if path.is_dir():
-        raise ImageReadError(f"{path}: is a folder, not an image file", setting=Setting.RECURSIVE)
-    if path.stat().st_size == 0:
-        raise ImageReadError(f"{path}: file is empty (0 bytes); re-export or re-download it")
-    with path.open("rb") as stream:
-        if stream.read(3) == b"P7\n":
-            return Picture(pixels=_read_pam(path, max_pixels))
+    head = _open_head(path)
     try:
-        with Image.open(path) as image:
-            _check_size(path, image.size, max_pixels)
-            pixels = _decode(path, image)
-            icc_profile = image.info.get("icc_profile") or None
-            if image.mode == "CMYK":
-                icc_profile = None  # a CMYK profile does not describe the RGB pixels we made
-            exif = image.getexif()
-            if image.format == "TIFF":
-                for tag in _TIFF_STRUCTURE_TAGS:
-                    exif.pop(tag, None)
-            dpi = _dpi(image.info.get("dpi"))
+        if head.startswith(pam.MAGIC):
+            return _read_pam(path, max_pixels)
+        return _read_with_pillow(path, max_pixels)
+    except ImageReadError:
+        raise
+    except Exception as error:  # the contract: a bad file is an ImageReadError, whatever the decoder raised
+        raise read_failure(path, error) from error
+
+
+def _open_head(path: Path) -> bytes:
+    """The first bytes of a regular, non-empty file; ImageReadError for anything else."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: file not found; check the path") from None
+    except OSError as error:
+        raise ImageReadError(f"{path}: cannot be read ({error.strerror}); check the path") from None
+    if stat.S_ISDIR(mode):
+        raise ImageReadError(f"{path}: is a folder, not an image file", setting=Setting.RECURSIVE)
+    if not stat.S_ISREG(mode):
+        # reading a pipe or a device could block forever or never end
+        raise ImageReadError(f"{path}: is {describe_kind(path)}, not an image file; pass image files")
+    try:
+        with path.open("rb") as stream:
+            head = stream.read(16)
+    except OSError as error:
+        raise read_failure(path, error) from None
+    if not head:
+        raise ImageReadError(f"{path}: file is empty (0 bytes); re-export or re-download it")
+    return head
+
+
+def _read_pam(path: Path, max_pixels: int) -> Picture:
+    data = path.read_bytes()
+    header = pam.parse_header(path, data)
+    _check_size(path, (header.width, header.height), max_pixels)
+    return Picture(pixels=pam.read_pixels(path, data, header))
+
+
+def _read_with_pillow(path: Path, max_pixels: int) -> Picture:
+    try:
+        image = Image.open(path, formats=_PILLOW_FORMATS)
     except UnidentifiedImageError:
         if _is_tiff(path):
             return _read_tiff_without_pillow(path, max_pixels)
         raise ImageReadError(f"{path}: not an image file that can be read; use PNG, JPEG, WebP, TIFF or BMP") from None
-    except (OSError, ValueError, SyntaxError, struct.error, zlib.error, RuntimeError) as error:
-        raise ImageReadError(
-            f"{path}: truncated or corrupt image ({_first_line(error)}); re-export or re-download it"
-        ) from None
-    if 0 in pixels.shape[:2]:
-        raise ImageReadError(f"{path}: image has zero size; nothing to upscale")
-    orientation = exif.get(_ORIENTATION_TAG, 1)
+    with image:
+        _check_size(path, image.size, max_pixels)
+        check_frames(path, image)
+        if image.format == "TIFF":
+            _check_pillow_tiff(path, image)
+        pixels = _checked_pixels(path, _decode(path, image))
+        icc_profile = check_icc_profile(path, image.info.get("icc_profile"))
+        if image.mode == "CMYK":
+            icc_profile = None  # a CMYK profile does not describe the RGB pixels we made
+        exif, orientation = read_exif(path, image, _TIFF_STRUCTURE_TAGS if image.format == "TIFF" else ())
+        dpi = _pillow_dpi(path, image)
     pixels = apply_orientation(pixels, orientation)
-    if orientation != 1:
+    if orientation != 1 or _ORIENTATION_TAG in exif:
         exif[_ORIENTATION_TAG] = 1
     return Picture(pixels=pixels, icc_profile=icc_profile, exif=exif.tobytes() if len(exif) else None, dpi=dpi)
+
+
+def _check_pillow_tiff(path: Path, image: Image.Image) -> None:
+    tags = image.tag_v2
+    extra = tags.get(338, ())
+    check_tiff_samples(
+        path, int(tags.get(277, 1)), tags.get(262), tuple(extra) if isinstance(extra, tuple) else (extra,)
+    )
+    bits = _tiff_bits(image)
+    if bits > 8 and bits != 16:
+        raise ImageReadError(f"{path}: TIFF with {bits} bits per sample is not supported; save it as 8- or 16-bit")
+
+
+def _tiff_bits(image: Image.Image) -> int:
+    """The largest BitsPerSample of a TIFF opened by Pillow (1 when not stated)."""
+    bits = image.tag_v2.get(258, 1)
+    return int(max(bits)) if isinstance(bits, tuple) and bits else int(bits) if isinstance(bits, int) else 1
+
+
+def _pillow_dpi(path: Path, image: Image.Image) -> tuple[float, float] | None:
+    if image.format == "TIFF":
+        # Pillow reports 1 DPI for a TIFF without resolution tags; only what the file states counts.
+        tags = image.tag_v2
+        return tiff_dpi(path, tags.get(282), tags.get(283), tags.get(296))
+    return stated_dpi(path, image.info.get("dpi"))
+
+
+def _checked_pixels(path: Path, pixels: np.ndarray) -> np.ndarray:
+    """Decoded pixels as H×W×C with C 1-4, uint8 or uint16; ImageReadError otherwise."""
+    pixels = _channels_last(pixels)
+    if pixels.dtype not in (np.uint8, np.uint16) or pixels.ndim != 3 or not 1 <= pixels.shape[2] <= 4:
+        raise ImageReadError(
+            f"{path}: {pixels.dtype} samples of shape {pixels.shape} are not supported;"
+            " save it as 8- or 16-bit gray or RGB, with or without alpha"
+        )
+    if 0 in pixels.shape[:2]:
+        raise ImageReadError(f"{path}: image has zero size; nothing to upscale")
+    return pixels
 
 
 def _is_tiff(path: Path) -> bool:
@@ -172,58 +256,49 @@ def _is_tiff(path: Path) -> bool:
 
 def _read_tiff_without_pillow(path: Path, max_pixels: int) -> Picture:
     """TIFFs Pillow cannot open (16-bit gray with alpha, for one), read with tifffile alone."""
-    try:
-        with tifffile.TiffFile(path) as tiff:
-            page = tiff.pages[0]
-            _check_size(path, (page.imagewidth, page.imagelength), max_pixels)
-            pixels = page.asarray()
-            icc_tag = page.tags.get(34675)
-            icc_profile = bytes(icc_tag.value) if icc_tag is not None else None
-    except (tifffile.TiffFileError, ValueError, OSError) as error:
-        raise ImageReadError(f"{path}: truncated or corrupt TIFF ({_first_line(error)}); re-export it") from None
-    if pixels.dtype not in (np.uint8, np.uint16) or pixels.ndim not in (2, 3) or _channels_last(pixels).shape[2] > 4:
-        raise ImageReadError(
-            f"{path}: TIFF with {pixels.dtype} samples of shape {pixels.shape} is not supported;"
-            " save it as 8- or 16-bit gray or RGB, with or without alpha"
-        )
-    return Picture(pixels=_channels_last(pixels), icc_profile=icc_profile)
+    with tifffile.TiffFile(path) as tiff:
+        pages = [page for page in tiff.pages if not page.is_reduced]
+        if len(pages) > 1:
+            raise ImageReadError(
+                f"{path}: multi-page TIFF with {len(pages)} frames; srgan upscales still images only:"
+                " extract the frames first and upscale them as separate files"
+            )
+        page = tiff.pages.first
+        _check_size(path, (page.imagewidth, page.imagelength), max_pixels)
+        check_tiff_samples(path, page.samplesperpixel, int(page.photometric), tuple(page.extrasamples))
+        if page.bitspersample not in (8, 16):
+            raise ImageReadError(
+                f"{path}: TIFF with {page.bitspersample} bits per sample is not supported; save it as 8- or 16-bit"
+            )
+        pixels = _tiff_page_pixels(path, page)
+        icc_tag = page.tags.get(34675)
+        icc_profile = check_icc_profile(path, bytes(icc_tag.value) if icc_tag is not None else None)
+        dpi = _tifffile_dpi(path, page)
+    return Picture(pixels=pixels, icc_profile=icc_profile, dpi=dpi)
 
 
-def _read_pam(path: Path, max_pixels: int) -> np.ndarray:
-    data = path.read_bytes()
-    end = data.find(b"ENDHDR\n")
-    fields: dict[str, str] = {}
-    for line in data[3 : max(end, 3)].decode("ascii", "replace").splitlines():
-        key, _, value = line.strip().partition(" ")
-        if key and not key.startswith("#"):
-            fields[key] = value.strip()
-    try:
-        width, height, depth, peak = (int(fields[key]) for key in ("WIDTH", "HEIGHT", "DEPTH", "MAXVAL"))
-    except (KeyError, ValueError):
-        raise ImageReadError(f"{path}: PAM header is incomplete (needs WIDTH, HEIGHT, DEPTH, MAXVAL, ENDHDR)") from None
-    _check_size(path, (width, height), max_pixels)
-    if end < 0 or depth not in _PAM_TUPLE_TYPES or peak not in (255, 65535):
-        raise ImageReadError(
-            f"{path}: unsupported PAM (depth {depth}, maxval {peak}); use depth 1-4 and maxval 255 or 65535"
-        )
-    dtype = np.dtype(">u2") if peak == 65535 else np.dtype(np.uint8)
-    body = data[end + 7 :]
-    expected = width * height * depth * dtype.itemsize
-    if len(body) < expected:
-        raise ImageReadError(f"{path}: truncated PAM ({len(body)} of {expected} bytes of pixels); re-export it")
-    pixels = np.frombuffer(body[:expected], dtype=dtype).reshape(height, width, depth)
-    return pixels.astype(np.uint16 if peak == 65535 else np.uint8)
+def _tiff_page_pixels(path: Path, page: tifffile.TiffPage) -> np.ndarray:
+    """A TIFF page's samples as H×W×C, whether stored pixel by pixel or plane by plane."""
+    pixels = page.asarray()
+    axes = page.axes
+    if axes == "SYX":
+        pixels = np.moveaxis(pixels, 0, -1)
+    elif axes not in ("YX", "YXS"):
+        raise ImageReadError(f"{path}: TIFF page with axes {axes} is not supported; save it as one 2-D image")
+    return _checked_pixels(path, pixels)
 
 
-def _write_pam(picture: Picture, path: Path) -> None:
-    pixels = picture.pixels
-    height, width, depth = pixels.shape
-    deep = pixels.dtype == np.uint16
-    header = (
-        f"P7\nWIDTH {width}\nHEIGHT {height}\nDEPTH {depth}\nMAXVAL {65535 if deep else 255}\n"
-        f"TUPLTYPE {_PAM_TUPLE_TYPES[depth]}\nENDHDR\n"
-    )
-    path.write_bytes(header.encode("ascii") + pixels.astype(">u2" if deep else np.uint8).tobytes())
+def _tifffile_dpi(path: Path, page: tifffile.TiffPage) -> tuple[float, float] | None:
+    def value(code: int) -> object:
+        tag = page.tags.get(code)
+        if tag is None:
+            return None
+        raw = tag.value
+        if isinstance(raw, tuple) and len(raw) == 2:
+            return raw[0] / raw[1] if raw[1] else math.nan
+        return raw
+
+    return tiff_dpi(path, value(282), value(283), value(296))
 
 
 def _check_size(path: Path, size: tuple[int, int], max_pixels: int) -> None:
@@ -245,9 +320,9 @@ def _decode(path: Path, image: Image.Image) -> np.ndarray:
             import imagecodecs  # only 16-bit PNGs need it, and it is slow to import
 
             array = imagecodecs.png_decode(path.read_bytes())
-        else:
-            array = tifffile.imread(path, key=0)
-        return _channels_last(array.astype(np.uint16, copy=False))
+            return _channels_last(array.astype(np.uint16, copy=False))
+        with tifffile.TiffFile(path) as tiff:
+            return _tiff_page_pixels(path, tiff.pages.first).astype(np.uint16, copy=False)
     image.load()
     mode = image.mode
     if mode == "P" or mode == "PA":
@@ -265,7 +340,10 @@ def _decode(path: Path, image: Image.Image) -> np.ndarray:
 
 
 def _is_16_bit(image: Image.Image) -> bool:
-    if image.format not in ("PNG", "TIFF") or not image.tile:
+    if image.format == "TIFF":
+        # The tag, not Pillow's raw mode: Pillow reads planar 16-bit TIFFs as 8-bit planes.
+        return _tiff_bits(image) == 16
+    if image.format != "PNG" or not image.tile:
         return False
     args = image.tile[0].args
     rawmode = args[0] if isinstance(args, tuple) else args
@@ -274,12 +352,6 @@ def _is_16_bit(image: Image.Image) -> bool:
 
 def _channels_last(array: np.ndarray) -> np.ndarray:
     return array[:, :, None] if array.ndim == 2 else array
-
-
-def _dpi(value: object) -> tuple[float, float] | None:
-    if isinstance(value, tuple) and len(value) == 2:
-        return (float(value[0]), float(value[1]))
-    return None
 
 
 _ORIENTATIONS: dict[int, Callable[[np.ndarray], np.ndarray]] = {
@@ -349,16 +421,29 @@ def write_image(
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ImageWriteError(
-            f"{path.parent}: cannot create the output folder ({error.strerror}); choose another"
-        ) from None
+        check_output_folder(path.parent)  # names what stands in the way, if anything does
+        raise write_failure(path.parent, error) from None
+    try:
+        taken = path.exists() and not path.is_file()
+    except OSError as error:  # a name too long, for one
+        raise write_failure(path, error) from None
+    if taken:  # os.replace would put the image in place of a device node or fail on a folder
+        raise ImageWriteError(f"{path}: is {describe_kind(path)}, not an image file", setting=Setting.OUTPUT)
     try:
         with atomic_path(path) as temporary:
             _encode(picture, temporary, key, quality, png_compression)
     except OSError as error:
+        raise write_failure(path, error) from None
+    except Exception as error:  # an encoder's own failure is this file's failure, in one line
         raise ImageWriteError(
-            f"{path}: cannot write the image ({_first_line(error)}); check the folder's permissions and free space"
-        ) from None
+            f"{path}: cannot encode the image as {FORMATS[key]} ({type(error).__name__}: {_first_line(error)})"
+        ) from error
+
+
+# Largest side each format can store; beyond it the encoder fails after all the work is done.
+_MAX_SIDE = {"webp": 16383, "jpeg": 65535}
+# JFIF stores the resolution in 16 bits.
+_MAX_STORED_DPI = {"jpeg": 65535.0}
 
 
 def _fit_format(path: Path, picture: Picture, key: str) -> Picture:
@@ -375,14 +460,26 @@ def _fit_format(path: Path, picture: Picture, key: str) -> Picture:
                 suggestion="png",
             )
         pixels = pixels[:, :, :-1]
+    limit = _MAX_SIDE.get(key)
+    if limit is not None and max(pixels.shape[:2]) > limit:
+        raise ImageWriteError(
+            f"{path}: {FORMATS[key]} holds at most {limit} pixels a side and the image is"
+            f" {pixels.shape[1]} × {pixels.shape[0]}; PNG and TIFF can hold it",
+            setting=Setting.OUTPUT_FORMAT,
+            suggestion="png",
+        )
+    dpi = picture.dpi
+    if dpi is not None and not all(math.isfinite(v) and 0 < v <= _MAX_STORED_DPI.get(key, math.inf) for v in dpi):
+        # JFIF stores 16 bits: a rarer, larger resolution is left out rather than failing the image
+        dpi = None
     if key == "webp" and pixels.shape[2] in (1, 2):
         pixels = np.repeat(pixels, [3, 1][: pixels.shape[2]], axis=2)
-    return replace(picture, pixels=pixels)
+    return replace(picture, pixels=pixels, dpi=dpi)
 
 
 def _encode(picture: Picture, path: Path, key: str, quality: int, png_compression: int) -> None:
     if key == "pam":
-        _write_pam(picture, path)
+        pam.write_pam(picture.pixels, path)
         return
     if picture.pixels.dtype == np.uint16:
         if key == "png":

@@ -12,12 +12,12 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from typer.core import TyperGroup
 
 from srgan.engines import SrganError
 
 from . import about, engine_cmd, gimp_cmd, train_cmd, upscale, watch_cmd
+from .reporting import shown
 from .advice import cli_message, json_fields
 from .state import CliState, UsageProblem
 
@@ -57,7 +57,7 @@ def _report(error: SrganError, state: CliState) -> None:
         event = {"event": "error", "message": cli_message(error), "problem": str(error), **json_fields(error)}
         sys.stdout.write(json.dumps(event) + "\n")
         sys.stdout.flush()
-    Console(stderr=True, highlight=False).print(f"[red]error:[/] {escape(cli_message(error))}", soft_wrap=True)
+    Console(stderr=True, highlight=False).print(f"[red]error:[/] {shown(cli_message(error))}", soft_wrap=True)
 
 
 app = typer.Typer(

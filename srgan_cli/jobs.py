@@ -7,7 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from srgan.engines import FORMAT_EXTENSIONS
+from srgan.engines import FORMAT_EXTENSIONS, ImageWriteError, Setting, SrganError
+
+from .advice import cli_message
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".pam"})
 DEFAULT_NAME = "{stem}_x{scale}"
@@ -44,23 +46,33 @@ def collect_inputs(arguments: Sequence[str], recursive: bool) -> tuple[list[Inpu
     problems: list[Job] = []
     for argument in arguments:
         path = Path(argument)
-        if path.is_dir():
-            images = _images_in(path, recursive)
-            if not images:
-                hint = "" if recursive else " (add --recursive to look in subfolders)"
-                problems.append(Job(path, None, f"{path}: no images found in this folder{hint}"))
-            found += [InputFile(image, path) for image in images]
-        elif path.exists():
-            found.append(InputFile(path))
-        elif glob.has_magic(argument):
-            matches = sorted(Path(match) for match in glob.glob(argument, recursive=True))
-            files = [match for match in matches if match.is_file() and match.suffix.lower() in IMAGE_EXTENSIONS]
-            if not files:
-                problems.append(Job(path, None, f"{argument}: no image files match this pattern"))
-            found += [InputFile(match) for match in files]
-        else:
-            problems.append(Job(path, None, f"{path}: file not found; check the path"))
+        try:
+            files, problem = _expand(argument, path, recursive)
+        except OSError as error:  # a name too long, a folder that cannot be listed
+            files, problem = [], f"{path}: cannot be read ({error.strerror or error}); check the path"
+        found += files
+        if problem is not None:
+            problems.append(Job(path, None, problem))
     return _unique(found), problems
+
+
+def _expand(argument: str, path: Path, recursive: bool) -> tuple[list[InputFile], str | None]:
+    """The input files one argument names, and why it names none (or None)."""
+    if path.is_dir():
+        images = _images_in(path, recursive)
+        hint = "" if recursive else " (add --recursive to look in subfolders)"
+        return [
+            InputFile(image, path) for image in images
+        ], None if images else f"{path}: no images found in this folder{hint}"
+    if path.exists():
+        return [InputFile(path)], None
+    if glob.has_magic(argument):
+        matches = sorted(Path(match) for match in glob.glob(argument, recursive=True))
+        files = [match for match in matches if match.is_file() and match.suffix.lower() in IMAGE_EXTENSIONS]
+        return [
+            InputFile(match) for match in files
+        ], None if files else f"{argument}: no image files match this pattern"
+    return [], f"{path}: file not found; check the path"
 
 
 def _images_in(folder: Path, recursive: bool) -> list[Path]:
@@ -106,12 +118,22 @@ def plan_jobs(
     claimed: dict[Path, Path] = {}
     jobs = []
     for item in inputs:
-        target = (
-            output
-            if output_file and output is not None
-            else output_path(item, output, name_template, scale, image_format)
-        )
-        key = target.resolve()
+        try:
+            target = (
+                output
+                if output_file and output is not None
+                else output_path(item, output, name_template, scale, image_format)
+            )
+            key = target.resolve()
+            exists = target.exists()
+        except SrganError as error:
+            jobs.append(Job(item.path, None, cli_message(error)))
+            continue
+        except (OSError, RuntimeError) as error:  # a name too long; a symlink loop (RuntimeError)
+            reason = getattr(error, "strerror", None) or error
+            problem = f"{item.path}: its output name cannot be used ({reason}); choose a shorter --name"
+            jobs.append(Job(item.path, None, problem))
+            continue
         if key in sources:
             problem = f"{target}: the output would overwrite an input; choose another -o folder or --name"
             jobs.append(Job(item.path, target, problem))
@@ -120,7 +142,7 @@ def plan_jobs(
             jobs.append(Job(item.path, target, problem))
         else:
             claimed[key] = item.path
-            jobs.append(Job(item.path, target, skip=target.exists() and not overwrite))
+            jobs.append(Job(item.path, target, skip=exists and not overwrite))
     return jobs
 
 
@@ -134,11 +156,24 @@ def output_path(
 ) -> Path:
     """Where an input's result goes: `output` (mirroring the input's place under its root) or
     beside the input, named by the template ({scale}: the output's factor), with the format's
-    extension or the input's."""
+    extension or the input's.
+
+    Raises ImageWriteError when the path would land outside that folder (a template that
+    check_name_template let through cannot, but this is the last word on where files go).
+    """
     extension = FORMAT_EXTENSIONS[image_format] if image_format else item.path.suffix
     name = name_template.format(stem=item.path.stem, scale=scale) + extension
     if output is None:
-        return item.path.parent / name
-    if item.root is not None:
-        return output / item.path.parent.relative_to(item.root) / name
-    return output / name
+        folder = item.path.parent
+    elif item.root is not None:
+        folder = output / item.path.parent.relative_to(item.root)
+    else:
+        folder = output
+    target = folder / name
+    top = output if output is not None else folder
+    if not target.resolve().is_relative_to(top.resolve()) or target.resolve() == top.resolve():
+        raise ImageWriteError(
+            f"{target}: the output name leads outside {top}; choose a name without separators or '..'",
+            setting=Setting.NAME_TEMPLATE,
+        )
+    return target

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from string import Formatter
 from typing import Annotated, Optional
 
 import typer
@@ -71,9 +73,40 @@ DEFAULT_MAX = DEFAULT_MAX_PIXELS
 
 
 def check_name_template(name: str) -> None:
-    """Refuse an output name template that would give every output the same name."""
-    if "{stem}" not in name:
-        raise UsageProblem(f"--name '{name}' has no {{stem}}, so every output would get the same name")
+    """Refuse, as a usage error, an output name template that would fail or misplace outputs.
+
+    Allowed: literal text (no path separator, no NUL; braces doubled), {stem} (required) and
+    {scale}, each with an optional format spec that works on text ({scale:>3}); both stand for
+    text such as 'photo' and '4' or '2.5'. Run once, before any work, so a bad template is one
+    line and exit 2 rather than a failure per file.
+    """
+    shown = f"--name '{name}'"
+    try:
+        parsed = list(Formatter().parse(name))
+        fields = [(field, spec, conversion) for _, field, spec, conversion in parsed if field is not None]
+    except ValueError as error:
+        raise UsageProblem(f"{shown}: {error}; write a literal brace as {{{{ or }}}}") from None
+    for field, spec, conversion in fields:
+        if field not in _NAME_FIELDS or conversion or "{" in (spec or ""):
+            written = "{" + field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            raise UsageProblem(f"{shown}: '{written}' is not a name field; use {{stem}} and {{scale}}")
+    if "stem" not in (field for field, _, _ in fields):
+        raise UsageProblem(f"{shown} has no {{stem}}, so every output would get the same name")
+    try:
+        names = {name.format(stem=stem, scale=scale) for stem, scale in (("photo", "4"), ("other", "2.5"))}
+    except ValueError as error:
+        raise UsageProblem(
+            f"{shown}: {error}; {{stem}} and {{scale}} are text ('photo', '4', '2.5'),"
+            " so use text format specs such as {scale:>3}"
+        ) from None
+    if len(names) < 2:
+        raise UsageProblem(f"{shown} drops {{stem}}, so every output would get the same name")
+    if any(mark in sample for sample in names for mark in _FORBIDDEN_IN_NAMES) or names & {"", ".", ".."}:
+        raise UsageProblem(f"{shown}: a name may not hold a path separator or be '..'; outputs stay in the -o folder")
+
+
+_NAME_FIELDS = ("stem", "scale")
+_FORBIDDEN_IN_NAMES = tuple(mark for mark in ("/", "\\", os.sep, os.altsep, "\0") if mark)
 
 
 def tile_settings(tile: int | None, overlap: int, batch: int) -> TileSettings:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,35 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+
+# C0 and C1 controls, DEL, bidirectional overrides and isolates (they reorder what follows),
+# and lone surrogates (bytes of a file name that were not UTF-8).
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def printable(text: object, keep_newlines: bool = False) -> str:
+    """`text` safe for a terminal: control characters and the like shown as escapes (\\x1b).
+
+    A file name may hold an escape sequence that would recolour, retitle or clear the terminal,
+    or a right-to-left override that disguises its extension; bytes that are not UTF-8 arrive
+    as lone surrogates that no terminal encoding accepts. JSON output keeps the exact text.
+    """
+    return _UNPRINTABLE.sub(lambda match: _escape_character(match.group(), keep_newlines), str(text))
+
+
+def _escape_character(character: str, keep_newlines: bool) -> str:
+    code = ord(character)
+    if keep_newlines and character in "\n\t":
+        return character
+    if 0xDC80 <= code <= 0xDCFF:  # surrogateescape's stand-in for one undecodable byte
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def shown(text: object) -> str:
+    """`text` as Rich markup that prints it literally and safely (see `printable`)."""
+    return escape(printable(text))
 
 
 @dataclass
@@ -104,12 +134,12 @@ class RichReporter:
         self._tasks: dict[Path, TaskID] = {}
 
     def start(self, total: int, model: str, backend: str) -> None:
-        self._console.print(f"[dim]model {escape(model)} · {escape(backend)}[/]", soft_wrap=True)
+        self._console.print(f"[dim]model {shown(model)} · {shown(backend)}[/]", soft_wrap=True)
         self._progress.start()
         self._overall = self._progress.add_task("images", total=total)
 
     def begin(self, source: Path) -> None:
-        self._tasks[source] = self._progress.add_task(source.name, total=None)
+        self._tasks[source] = self._progress.add_task(printable(source.name), total=None)
 
     def tiles(self, source: Path, done: int, total: int) -> None:
         if source in self._tasks:
@@ -123,12 +153,12 @@ class RichReporter:
             self._progress.advance(self._overall)
         if status == "done":
             self._progress.console.print(
-                f"[green]✓[/] {escape(str(source))} → {escape(str(target))} [dim]{seconds:.1f} s[/]", soft_wrap=True
+                f"[green]✓[/] {shown(source)} → {shown(target)} [dim]{seconds:.1f} s[/]", soft_wrap=True
             )
         elif status == "skipped":
-            self._progress.console.print(f"[yellow]-[/] {escape(str(source))}: {escape(detail)}", soft_wrap=True)
+            self._progress.console.print(f"[yellow]-[/] {shown(source)}: {shown(detail)}", soft_wrap=True)
         else:
-            self._progress.console.print(f"[red]✗[/] {escape(detail)}", soft_wrap=True)
+            self._progress.console.print(f"[red]✗[/] {shown(detail)}", soft_wrap=True)
 
     def summary(self, tally: Tally, seconds: float) -> None:
         self.close()

@@ -11,7 +11,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from srgan.train import load_settings
+from srgan.engines import Precision
+from srgan.train import Adversarial, Stage, load_settings
 from srgan.train.run import SETTINGS_NAME, TrainingEvents, run_training, start_distributed, stop_distributed
 from srgan.train.trainer import Validation
 
@@ -45,7 +46,9 @@ def train(
     channels: Annotated[Optional[int], typer.Option("--channels", help="Feature channels.")] = None,
     hr_crop: Annotated[Optional[int], typer.Option("--hr-crop", help="High-resolution crop side.")] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = None,
-    precision: Annotated[Optional[str], typer.Option("--precision", help="auto, fp32, bf16 or fp16 (CUDA).")] = None,
+    precision: Annotated[
+        Optional[Precision], typer.Option("--precision", help="auto, fp32, bf16 or fp16 (CUDA).", case_sensitive=False)
+    ] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for weights, crops and the split.")] = None,
     validate_every: Annotated[
         Optional[int], typer.Option("--validate-every", help="Steps between validations.")
@@ -54,14 +57,16 @@ def train(
         Optional[int], typer.Option("--checkpoint-every", help="Steps between checkpoints.")
     ] = None,
     holdout: Annotated[Optional[int], typer.Option("--holdout", help="Photos held out for validation.")] = None,
-    stage: Annotated[Optional[str], typer.Option("--stage", help="pretrain or gan.")] = None,
+    stage: Annotated[Optional[Stage], typer.Option("--stage", help="pretrain or gan.", case_sensitive=False)] = None,
     init_generator: Annotated[
         Optional[Path], typer.Option("--init-generator", help="Model file to start from.")
     ] = None,
     vgg_weights: Annotated[
         Optional[Path], typer.Option("--vgg-weights", help="torchvision VGG19 weights file.")
     ] = None,
-    adversarial: Annotated[Optional[str], typer.Option("--adversarial", help="bce, ragan or wgan-gp.")] = None,
+    adversarial: Annotated[
+        Optional[Adversarial], typer.Option("--adversarial", help="bce, ragan or wgan-gp.", case_sensitive=False)
+    ] = None,
 ) -> None:
     """Train a 4× SRGAN generator on a folder of photos: SRResNet pretraining, then the GAN stage.
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
+import traceback
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -18,6 +20,7 @@ from srgan.engines import (
     Precision,
     SrganError,
     Upscaler,
+    check_output_folder,
     create_upscaler,
     default_model_path,
     format_for,
@@ -28,7 +31,16 @@ from srgan.engines import (
 )
 
 from .advice import cli_message
-from .jobs import DEFAULT_NAME, IMAGE_EXTENSIONS, Job, collect_inputs, output_is_file, plan_jobs, scale_label
+from .jobs import (
+    DEFAULT_NAME,
+    IMAGE_EXTENSIONS,
+    InputFile,
+    Job,
+    collect_inputs,
+    output_is_file,
+    plan_jobs,
+    scale_label,
+)
 from .options import (
     check_name_template,
     tile_settings,
@@ -50,7 +62,7 @@ from .options import (
     PrecisionOption,
     TileOption,
 )
-from .reporting import JsonReporter, Reporter, RichReporter, Tally
+from .reporting import JsonReporter, Reporter, RichReporter, Tally, printable
 from .state import CliState, UsageProblem
 
 
@@ -96,22 +108,43 @@ def upscale(
     check_name_template(name)
     settings = tile_settings(tile, overlap, batch)
     format_key = format_for(Path("."), image_format) if image_format else None
+    files, problems = collect_inputs(inputs, recursive)
+    to_file = _check_output(output, files, len(inputs))
     loaded = load_model_option(model)
     upscaler = create_upscaler(loaded, device, precision, settings, backend, engines_dir)
-    files, problems = collect_inputs(inputs, recursive)
-    to_file = output_is_file(output, files, len(inputs))
-    if output is not None and not to_file and not output.is_dir() and output.suffix.lower() in IMAGE_EXTENSIONS:
-        raise UsageProblem(f"-o {output} names one image file, but the inputs are several; give a folder")
     if to_file and format_key is None:
         format_key = format_for(output)
     label = scale_label(scale, loaded.scale)
     jobs = problems + plan_jobs(files, output, to_file, name, label, format_key, overwrite)
     reporter: Reporter = JsonReporter() if json_lines else RichReporter()
     tally = run_jobs(
-        jobs, upscaler, reporter, format_key, quality, max_pixels, str(loaded.info.path), png_compression, scale
+        jobs,
+        upscaler,
+        reporter,
+        format_key,
+        quality,
+        max_pixels,
+        str(loaded.info.path),
+        png_compression,
+        scale,
+        debug=state.debug,
     )
     if tally.failed:
         raise typer.Exit(1)
+
+
+def _check_output(output: Path | None, files: list[InputFile], arguments_count: int) -> bool:
+    """Whether -o names one output file; a usage error when it cannot serve, before any work."""
+    if output is None:
+        return False
+    try:
+        to_file = output_is_file(output, files, arguments_count)
+        if not to_file and not output.is_dir() and output.suffix.lower() in IMAGE_EXTENSIONS:
+            raise UsageProblem(f"-o {output} names one image file, but the inputs are several; give a folder")
+        check_output_folder(output.parent if to_file else output)
+    except OSError as error:
+        raise UsageProblem(f"-o {output}: {error.strerror or error}; choose another output") from None
+    return to_file
 
 
 def run_jobs(
@@ -124,8 +157,13 @@ def run_jobs(
     model_label: str,
     png_compression: int = DEFAULT_PNG_COMPRESSION,
     out_scale: float | None = None,
+    debug: bool = False,
 ) -> Tally:
     """Process every job, reporting as it goes; a failed job never stops the others.
+
+    Any exception raised while reading, upscaling or writing one input (not only the
+    project's own errors) is that input's failure, reported in one line; `debug` also prints
+    its traceback. KeyboardInterrupt still ends the batch.
 
     out_scale: output size as a multiple of the input's when it differs from the model's; the
     model's output is resampled to it on the encoding thread.
@@ -156,19 +194,19 @@ def run_jobs(
                     pixels = upscaler.upscale(
                         picture.pixels, progress=lambda done, total, job=job: reporter.tiles(job.source, done, total)
                     )
-                except SrganError as error:
-                    _failed(job, cli_message(error), began, reporter, tally)
+                    result = replace(picture, pixels=pixels)
+                    size = scaled_size(*picture.pixels.shape[:2], out_scale) if out_scale is not None else None
+                except Exception as error:  # one input's failure, whatever raised it
+                    _failed(job, error, began, reporter, tally, debug)
                     continue
                 finally:
                     reads[index] = None  # the decoded input is not needed any more
                 while writing and (len(writing) >= encoders or sum(item.nbytes for item in writing) > PENDING_BYTES):
-                    _collect(writing.popleft(), reporter, tally)
-                result = replace(picture, pixels=pixels)
-                size = scaled_size(*picture.pixels.shape[:2], out_scale) if out_scale is not None else None
+                    _collect(writing.popleft(), reporter, tally, debug)
                 future = writer.submit(write_image, result, job.target, format_key, quality, png_compression, size)
                 writing.append(_Writing(job, future, began, pixels.nbytes))
             while writing:
-                _collect(writing.popleft(), reporter, tally)
+                _collect(writing.popleft(), reporter, tally, debug)
     finally:
         reporter.close()
     reporter.summary(tally, time.perf_counter() - started)
@@ -208,18 +246,35 @@ def _settled_without_work(job: Job, reporter: Reporter, tally: Tally) -> bool:
     return False
 
 
-def _failed(job: Job, reason: str, began: float, reporter: Reporter, tally: Tally) -> None:
+def _failed(
+    job: Job, failure: str | BaseException, began: float, reporter: Reporter, tally: Tally, debug: bool = False
+) -> None:
+    reason = failure if isinstance(failure, str) else failure_reason(job.source, failure)
+    if debug and isinstance(failure, BaseException):
+        # Rich's live display passes stderr writes through above the progress bars.
+        sys.stderr.write(printable("".join(traceback.format_exception(failure)), keep_newlines=True))
     tally.failed += 1
     tally.failures.append(reason)
     reporter.finish(job.source, job.target, "failed", reason, time.perf_counter() - began)
 
 
-def _collect(writing: _Writing, reporter: Reporter, tally: Tally) -> None:
+def failure_reason(source: Path, error: BaseException) -> str:
+    """One line saying why `source` failed: the project's own message, or what was raised."""
+    if isinstance(error, SrganError):
+        return cli_message(error)
+    if isinstance(error, MemoryError):
+        return f"{source}: ran out of memory; try a smaller --tile or --max-pixels"
+    text = str(error).strip().splitlines()
+    detail = f"{type(error).__name__}: {text[0][:160]}" if text else type(error).__name__
+    return f"{source}: failed unexpectedly ({detail}); run with --debug for the traceback"
+
+
+def _collect(writing: _Writing, reporter: Reporter, tally: Tally, debug: bool = False) -> None:
     """Wait for a result being written and report it."""
     try:
         writing.future.result()
-    except SrganError as error:
-        _failed(writing.job, cli_message(error), writing.began, reporter, tally)
+    except Exception as error:  # one input's failure, whatever raised it
+        _failed(writing.job, error, writing.began, reporter, tally, debug)
         return
     tally.done += 1
     reporter.finish(writing.job.source, writing.job.target, "done", "", time.perf_counter() - writing.began)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import json
 import signal
 import sys
@@ -40,15 +39,20 @@ from .options import (
     PrecisionOption,
     TileOption,
 )
-from .state import CliState, UsageProblem
+from .state import CliState
 from .upscale import load_model_option
-from .watching.service import WatchService, WatchSettings, WatchTally
+from .watching.policy import OnSuccess
+from .watching.service import WatchService, WatchTally
+from .watching.settings import WatchSettings, resolve_folders
 
 
-class OnSuccess(str, enum.Enum):
-    KEEP = "keep"
-    MOVE = "move"
-    DELETE = "delete"
+def shown(text: str) -> str:
+    """`text` safe to print on a terminal: control characters (escape sequences in a hostile
+    file name) and bytes that are not UTF-8 are shown as escapes instead of acting on it."""
+    safe = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return "".join(
+        char if char.isprintable() or char == " " else char.encode("unicode_escape").decode("ascii") for char in safe
+    )
 
 
 class JsonWatchReporter:
@@ -69,8 +73,11 @@ class JsonWatchReporter:
             event="result", input=source, output=output or None, status=status, detail=detail, seconds=round(seconds, 3)
         )
 
+    def warning(self, message: str) -> None:
+        self._emit(event="warning", message=message)
+
     def stopped(self, tally: WatchTally) -> None:
-        self._emit(event="stop", done=tally.done, failed=tally.failed, skipped=tally.skipped)
+        self._emit(event="stop", done=tally.done, failed=tally.failed, deferred=tally.deferred, skipped=tally.skipped)
 
 
 class LiveWatchReporter:
@@ -78,7 +85,7 @@ class LiveWatchReporter:
 
     def __init__(self, in_dir: Path, out_dir: Path) -> None:
         self.console = Console(highlight=False)
-        self.folders = f"{in_dir} → {out_dir}"
+        self.folders = f"{shown(str(in_dir))} → {shown(str(out_dir))}"
         self.current, self.queued, self.began = "", 0, time.perf_counter()
         self.tally = WatchTally()
         self.mode, self.backend = "", ""
@@ -91,9 +98,10 @@ class LiveWatchReporter:
         table.add_row(
             "done",
             str(self.tally.done),
-            f"failed {self.tally.failed}   queued {self.queued}   {self.tally.done / minutes:.1f} files/min",
+            f"failed {self.tally.failed}   deferred {self.tally.deferred}   queued {self.queued}"
+            f"   {self.tally.done / minutes:.1f} files/min",
         )
-        table.add_row("now", escape(self.current) or "[dim]waiting for files (Ctrl-C stops)[/]", "")
+        table.add_row("now", escape(shown(self.current)) or "[dim]waiting for files (Ctrl-C stops)[/]", "")
         return table
 
     def started(self, backlog: int, backend: str, mode: str) -> None:
@@ -108,16 +116,26 @@ class LiveWatchReporter:
     def finished(self, source: str, output: str, status: str, detail: str, seconds: float, tally: WatchTally) -> None:
         self.tally, self.current = tally, ""
         if status == "done":
+            note = f" [yellow]({escape(shown(detail))})[/]" if detail else ""
             self.console.print(
-                f"[green]✓[/] {escape(source)} → {escape(output)} [dim]{seconds:.1f} s[/]", soft_wrap=True
+                f"[green]✓[/] {escape(shown(source))} → {escape(shown(output))} [dim]{seconds:.1f} s[/]{note}",
+                soft_wrap=True,
             )
+        elif status == "deferred":
+            self.console.print(f"[yellow]↻[/] {escape(shown(detail))}", soft_wrap=True)
         else:
-            self.console.print(f"[red]✗[/] {escape(detail)}", soft_wrap=True)
+            self.console.print(f"[red]✗[/] {escape(shown(detail))}", soft_wrap=True)
         self.live.update(self._table())
+
+    def warning(self, message: str) -> None:
+        self.console.print(f"[yellow]![/] {escape(shown(message))}", soft_wrap=True)
 
     def stopped(self, tally: WatchTally) -> None:
         self.live.stop()
-        self.console.print(f"stopped: {tally.done} upscaled, {tally.failed} failed, {tally.skipped} already done")
+        self.console.print(
+            f"stopped: {tally.done} upscaled, {tally.failed} failed, {tally.deferred} to retry,"
+            f" {tally.skipped} already done"
+        )
 
 
 def watch(
@@ -148,6 +166,19 @@ def watch(
         typer.Option("--archive-dir", help="Where --on-success move puts inputs; IN_DIR/done by default."),
     ] = None,
     failed_dir: Annotated[Optional[Path], typer.Option("--failed-dir", help="Move inputs that fail here.")] = None,
+    follow_symlinks: Annotated[
+        bool,
+        typer.Option("--follow-symlinks", help="Process links to files outside IN_DIR (by default they are ignored)."),
+    ] = False,
+    retry_after: Annotated[
+        float,
+        typer.Option(
+            "--retry-after",
+            min=0.1,
+            help="Seconds before retrying a file that failed because of the machine (disk full, permissions,"
+            " I/O errors); doubles on each further failure.",
+        ),
+    ] = 30.0,
     name: Annotated[str, typer.Option("--name", help="Output name template: {stem} and {scale}.")] = "{stem}",
     image_format: Annotated[Optional[str], typer.Option("--format", "-f", help="png, jpeg, webp, tiff or bmp.")] = None,
     quality: Annotated[int, typer.Option("--quality", "-q", min=1, max=100, help="JPEG/WebP quality.")] = 95,
@@ -167,11 +198,8 @@ def watch(
     """Watch a folder and upscale every finished image that appears in it."""
     state: CliState = ctx.ensure_object(CliState)
     state.json = json_lines
-    if not in_dir.is_dir():
-        raise UsageProblem(f"{in_dir}: not a folder; give the folder to watch")
     check_name_template(name)
     tiles = tile_settings(tile, overlap, batch)
-    upscaler = create_upscaler(load_model_option(model), device, precision, tiles, backend, engines_dir)
     settings = WatchSettings(
         in_dir=in_dir,
         out_dir=output,
@@ -184,11 +212,15 @@ def watch(
         png_compression=png_compression,
         out_scale=scale,
         max_pixels=max_pixels,
-        on_success=on_success.value,
+        on_success=on_success,
         archive_dir=archive_dir,
         failed_dir=failed_dir,
+        follow_symlinks=follow_symlinks,
+        retry_seconds=retry_after,
         once=once,
     )
+    settings = resolve_folders(settings)  # before the model loads: a bad folder is told at once
+    upscaler = create_upscaler(load_model_option(model), device, precision, tiles, backend, engines_dir)
     reporter = JsonWatchReporter() if json_lines else LiveWatchReporter(in_dir, output)
     service = WatchService(settings, upscaler, reporter)
     stop = threading.Event()
@@ -198,5 +230,5 @@ def watch(
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    if once and tally.failed:
+    if once and (tally.failed or tally.deferred):
         raise typer.Exit(1)

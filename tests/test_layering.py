@@ -85,7 +85,7 @@ def test_the_flag_check_can_fail(tmp_path):
     sample = tmp_path / "sample.py"
     sample.write_text('"""Docstrings may say --max-pixels."""\nraise ValueError("too big; pass --max-pixels")\n')
     assert [line for line, _ in string_constants(sample) if FLAG.search(_)] == [2]
-    sample.write_text('from srgan.engines.compiled import build_compiled\nimport train.run\n')
+    sample.write_text("from srgan.engines.compiled import build_compiled\nimport train.run\n")
     assert imports(sample) == ["srgan.engines.compiled", "train.run"]
 
 

@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from srgan.engines import ImageReadError, read_image
+from srgan.engines import ImageReadError, SrganError, read_image
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"})
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".pam"})
 WarningCallback = Callable[[str], None]
 
 
@@ -142,8 +142,8 @@ class CropSampler:
                     image, low = load_pair(item[0], item[1], scale)
                 else:
                     image, low = load_photo(item, max_side), None
-            except ImageReadError as error:
-                warn(f"skipped: {error}")
+            except Exception as error:  # any failure of one photo is that photo's, not the run's
+                warn(f"skipped: {describe_failure(item, error)}")
                 continue
             if min(image.shape[:2]) < crop:
                 warn(f"skipped: {item if isinstance(item, Path) else item[0]}: smaller than the {crop}-pixel crop")
@@ -204,6 +204,15 @@ class Crops:
     high: np.ndarray
     low: np.ndarray
     paired: np.ndarray
+
+
+def describe_failure(item: Photo, error: Exception) -> str:
+    """One line for a photo that could not be used: the core's own message, or the file and the error."""
+    if isinstance(error, SrganError):
+        return str(error)
+    path = item if isinstance(item, Path) else item[0]
+    detail = " ".join(str(error).split())[:160] or type(error).__name__
+    return f"{path}: cannot be read ({detail})"
 
 
 def _augment(crop: np.ndarray, flip: bool, turns: int) -> np.ndarray:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ADVERSARIAL_LOSSES = ("bce", "ragan", "wgan-gp")
+from .settings import Adversarial
 
 
 def _bce(logits: torch.Tensor, real: bool) -> torch.Tensor:
@@ -18,28 +18,30 @@ def _bce(logits: torch.Tensor, real: bool) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, target)
 
 
-def discriminator_loss(kind: str, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+def discriminator_loss(kind: Adversarial, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
     """The discriminator's loss, without any gradient penalty. Logits are N, float32."""
-    if kind == "bce":
+    if kind == Adversarial.BCE:
         return _bce(real_logits, True) + _bce(fake_logits, False)
-    if kind == "ragan":
+    if kind == Adversarial.RAGAN:
         return (_bce(real_logits - fake_logits.mean(), True) + _bce(fake_logits - real_logits.mean(), False)) / 2
-    if kind == "wgan-gp":
+    if kind == Adversarial.WGAN_GP:
         return fake_logits.mean() - real_logits.mean()
-    raise ValueError(f"unknown adversarial loss '{kind}'; use one of {ADVERSARIAL_LOSSES}")
+    raise ValueError(f"unknown adversarial loss {kind!r}")
 
 
-def generator_adversarial_loss(kind: str, real_logits: torch.Tensor | None, fake_logits: torch.Tensor) -> torch.Tensor:
+def generator_adversarial_loss(
+    kind: Adversarial, real_logits: torch.Tensor | None, fake_logits: torch.Tensor
+) -> torch.Tensor:
     """The generator's adversarial loss (non-saturating for bce). ragan needs real_logits."""
-    if kind == "bce":
+    if kind == Adversarial.BCE:
         return _bce(fake_logits, True)
-    if kind == "ragan":
+    if kind == Adversarial.RAGAN:
         if real_logits is None:
             raise ValueError("the relativistic loss needs the discriminator's logits on real images")
         return (_bce(real_logits - fake_logits.mean(), False) + _bce(fake_logits - real_logits.mean(), True)) / 2
-    if kind == "wgan-gp":
+    if kind == Adversarial.WGAN_GP:
         return -fake_logits.mean()
-    raise ValueError(f"unknown adversarial loss '{kind}'; use one of {ADVERSARIAL_LOSSES}")
+    raise ValueError(f"unknown adversarial loss {kind!r}")
 
 
 def gradient_penalty(discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:

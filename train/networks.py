@@ -8,6 +8,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from srgan.engines import ModelFileError, check_finite, read_pytorch
+
 from .settings import SettingsError
 
 # torchvision's ImageNet VGG19 weights: file name in the hub cache, and where it is published.
@@ -99,11 +101,9 @@ def load_vgg19(weights: Path | None, allow_download: bool = True) -> VGGFeatures
     if not path.is_file():
         raise SettingsError(f"{path}: VGG19 weights not found; pass torchvision's {VGG19_FILE} with --vgg-weights PATH")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # unpickling, zip and I/O errors all mean the same to the user
-        raise SettingsError(
-            f"{path}: not a loadable VGG19 state dict ({type(error).__name__}); expected {VGG19_FILE}"
-        ) from None
+        state = read_pytorch(path)  # the core's bounded, code-free reading, as for model files
+    except ModelFileError as error:
+        raise SettingsError(f"{error} (expected torchvision's {VGG19_FILE})") from None
     return _vgg_from_state(path, state)
 
 
@@ -114,9 +114,17 @@ def _vgg_from_state(path: Path, state: object) -> VGGFeatures:
         raise SettingsError(f"{path}: not a VGG19 state dict; expected torchvision's {VGG19_FILE}")
     features = {key: value for key, value in state.items() if key in expected}
     missing = sorted(set(expected) - set(features))
-    wrong = [key for key in features if features[key].shape != expected[key].shape]
+    wrong = [
+        key
+        for key, value in features.items()
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point() or value.shape != expected[key].shape
+    ]
     if missing or wrong:
         problem = f"missing {', '.join(missing[:3])}" if missing else f"shapes of {', '.join(wrong[:3])}"
         raise SettingsError(f"{path}: not torchvision's VGG19 layout ({problem}); expected {VGG19_FILE}")
+    try:
+        check_finite(path, features)
+    except ModelFileError as error:
+        raise SettingsError(str(error)) from None
     network.load_state_dict(features)
     return network.requires_grad_(False).eval()

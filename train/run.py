@@ -85,7 +85,7 @@ def prepare_run_dir(run_dir: Path, settings: TrainSettings, resume: bool) -> Non
                 f"{saved}: the run was started with other {', '.join(changed)}; resume with the same ones"
             )
     with atomic_path(saved) as temporary:
-        temporary.write_text(settings.to_toml())
+        temporary.write_text(settings.to_toml(), encoding="utf-8")
 
 
 def run_training(

@@ -1,4 +1,5 @@
-"""The pretraining stage (SRResNet with a pixel loss): steps, checkpoints, validation, export."""
+"""One training run's steps, in either stage (SRResNet with a pixel loss, or SRGAN), with checkpoints,
+validation and export."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from srgan.engines import (
     GeneratorConfig,
+    ImageReadError,
     Precision,
     SRGANGenerator,
     TileSettings,
@@ -27,14 +29,18 @@ from srgan.engines import (
     Upscaler,
     atomic_path,
     fold_batchnorm,
+    ModelFileError,
     ModelInfo,
+    check_finite,
     load_generator,
+    read_pytorch,
     resolve_device,
     save_model,
 )
 
 from .data import (
     CropSampler,
+    describe_failure,
     Crops,
     Photo,
     PhotoSplit,
@@ -47,9 +53,10 @@ from .data import (
 from .losses import discriminator_loss, generator_adversarial_loss, gradient_penalty
 from .metrics import psnr_y, ssim_y
 from .networks import Discriminator, load_vgg19
-from .settings import SettingsError, TrainSettings
+from .settings import Adversarial, PixelLoss, SettingsError, Stage, TrainSettings
 
 CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_KEYS = frozenset({"generator", "ema", "optimizer", "step", "torch_rng"})
 MODEL_NAME = "generator.safetensors"
 
 
@@ -88,19 +95,19 @@ class Trainer:
         self.g_scaler = torch.amp.GradScaler(self.device.type, enabled=fp16)
         self.d_scaler = torch.amp.GradScaler(self.device.type, enabled=fp16)
         self.discriminator: torch.nn.Module | None = None
-        if settings.stage == "gan":
+        if settings.stage is Stage.GAN:
             # Not wrapped in DDP: it runs several forward passes per update, which DDP does not
             # allow; its gradients are averaged across ranks by hand instead.
-            discriminator = Discriminator(batchnorm=settings.adversarial != "wgan-gp").to(self.device)
+            discriminator = Discriminator(batchnorm=settings.adversarial is not Adversarial.WGAN_GP).to(self.device)
             self.discriminator = discriminator
-            betas = (0.0, 0.9) if settings.adversarial == "wgan-gp" else (0.9, 0.999)
+            betas = (0.0, 0.9) if settings.adversarial is Adversarial.WGAN_GP else (0.9, 0.999)
             self.d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=settings.learning_rate, betas=betas)
             self.vgg = load_vgg19(Path(settings.vgg_weights) if settings.vgg_weights else None).to(self.device)
         self.step = 0
         self.sampler = CropSampler(split.training, settings.hr_crop, settings.max_side, warn, settings.scale)
         self._cutter = ThreadPoolExecutor(1, thread_name_prefix="crops")
         self._upcoming: tuple[int, Future[Crops]] = (-1, Future())
-        self.validation_images = [self._validation_crop(path) for path in split.validation] if self.rank == 0 else []
+        self.validation_images = self._validation_images(warn) if self.rank == 0 else []
 
     def _device(self) -> torch.device:
         device = resolve_device(self.settings.device)
@@ -130,13 +137,27 @@ class Trainer:
 
     def _autocast_dtype(self) -> torch.dtype | None:
         precision = self.settings.precision
-        if precision == "fp16":
+        if precision is Precision.FP16:
             if self.device.type != "cuda":
                 raise SettingsError("precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
             return torch.float16
-        if precision == "bf16" or (precision == "auto" and self.device.type == "cuda"):
+        if precision is Precision.BF16 or (precision is Precision.AUTO and self.device.type == "cuda"):
             return torch.bfloat16
         return None
+
+    def _validation_images(self, warn: Callable[[str], None]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The held-out pairs; a photo that cannot be read is skipped with a warning, as in training."""
+        images = []
+        for item in self.split.validation:
+            try:
+                images.append(self._validation_crop(item))
+            except Exception as error:  # any failure of one photo is that photo's, not the run's
+                warn(f"skipped for validation: {describe_failure(item, error)}")
+        if not images:
+            raise ImageReadError(
+                f"none of the {len(self.split.validation)} held-out photos could be read; add readable photos"
+            )
+        return images
 
     def _validation_crop(self, item: Photo) -> tuple[np.ndarray, np.ndarray]:
         """A held-out (HR, LR) pair, centre-cropped; LR from the pair or by bicubic downscaling."""
@@ -146,6 +167,8 @@ class Trainer:
         else:
             image, low = load_photo(item, self.settings.max_side), None
         rows, columns = image.shape[0] // scale, image.shape[1] // scale
+        if not rows or not columns:
+            raise ImageReadError(f"{item if isinstance(item, Path) else item[0]}: too small to validate at ×{scale}")
         top, left = (max(0, (rows - side // scale) // 2), max(0, (columns - side // scale) // 2)) if side else (0, 0)
         size_rows, size_columns = (min(rows, side // scale), min(columns, side // scale)) if side else (rows, columns)
         # A writable copy: the decoded photo is read-only, which torch.from_numpy warns about.
@@ -202,7 +225,7 @@ class Trainer:
         return losses
 
     def _pixel_loss(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
-        return (F.mse_loss if self.settings.pixel_loss == "mse" else F.l1_loss)(sr, hr)
+        return (F.mse_loss if self.settings.pixel_loss is PixelLoss.MSE else F.l1_loss)(sr, hr)
 
     def generator_step(self, hr: torch.Tensor, sr: torch.Tensor) -> dict[str, float]:
         """Pretrain: the pixel loss. GAN: VGG φ5,4 loss (fp32) + adversarial (+ optional pixel)."""
@@ -217,7 +240,8 @@ class Trainer:
             self.discriminator.requires_grad_(False)
             with self._autocast():
                 fake_logits = self.discriminator(sr).float()
-                real_logits = self.discriminator(hr).float().detach() if self.settings.adversarial == "ragan" else None
+                ragan = self.settings.adversarial is Adversarial.RAGAN
+                real_logits = self.discriminator(hr).float().detach() if ragan else None
             self.discriminator.requires_grad_(True)
             adversarial = generator_adversarial_loss(self.settings.adversarial, real_logits, fake_logits)
             total = content + self.settings.adversarial_weight * adversarial + self.settings.pixel_weight * pixel
@@ -240,7 +264,7 @@ class Trainer:
             real_logits = self.discriminator(hr).float()
             fake_logits = self.discriminator(sr).float()
         loss = discriminator_loss(self.settings.adversarial, real_logits, fake_logits)
-        if self.settings.adversarial == "wgan-gp":
+        if self.settings.adversarial is Adversarial.WGAN_GP:
             loss = loss + self.settings.gp_weight * gradient_penalty(self.discriminator, hr, sr)
         self.d_optimizer.zero_grad(set_to_none=True)
         self.d_scaler.scale(loss).backward()
@@ -319,18 +343,48 @@ class Trainer:
         return path
 
     def load_checkpoint(self, path: Path) -> None:
-        state = torch.load(path, map_location=self.device, weights_only=True)
+        """Continue from a checkpoint that `save_checkpoint` wrote.
+
+        Raises SettingsError, one line naming the file, when it is unreadable, truncated, not a
+        checkpoint, holds non-finite weights, or belongs to a run with other settings.
+        """
+        try:
+            state = read_pytorch(path)
+        except ModelFileError as error:
+            raise SettingsError(f"cannot resume: {error}") from error
+        if not isinstance(state, dict):
+            held = type(state).__name__
+            raise SettingsError(f"{path}: not a checkpoint of an srgan training run (it holds a {held})")
+        missing = sorted(CHECKPOINT_KEYS - set(state))
+        if missing:
+            raise SettingsError(f"{path}: not a checkpoint of an srgan training run (no {', '.join(missing)})")
+        if self.discriminator is not None and "discriminator" not in state:
+            raise SettingsError(
+                f"{path}: a pretrain checkpoint; start the gan stage in a new run with --init-generator"
+            )
+        try:
+            for part in ("generator", "ema"):
+                check_finite(path, state[part])
+            self._restore(state)
+        except ModelFileError as error:
+            raise SettingsError(f"cannot resume: {error}") from error
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as error:
+            detail = " ".join(str(error).split())[:200] or type(error).__name__
+            raise SettingsError(
+                f"{path}: does not fit this run ({detail}); resume with the settings it was written with"
+            ) from error
+
+    def _restore(self, state: dict) -> None:
         self._generator_module.load_state_dict(state["generator"])
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.discriminator is not None:
-            if "discriminator" not in state:
-                raise SettingsError(
-                    f"{path}: a pretrain checkpoint; start the gan stage in a new run with --init-generator"
-                )
             self.discriminator.load_state_dict(state["discriminator"])
             self.d_optimizer.load_state_dict(state["d_optimizer"])
-        self.step = int(state["step"])
+        step = state["step"]
+        if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+            raise ValueError(f"step {step!r} is not a step count")
+        self.step = step
         torch.set_rng_state(state["torch_rng"].cpu())
         self.g_scaler.load_state_dict(state.get("g_scaler", {}))
         self.d_scaler.load_state_dict(state.get("d_scaler", {}))
@@ -338,13 +392,13 @@ class Trainer:
     def export(self, validation: Validation | None, photos: int, seconds: float) -> Path:
         """The EMA generator as a model file `srgan upscale --model` loads, metadata filled in."""
         summary = {
-            "stage": self.settings.stage,
+            "stage": self.settings.stage.value,
             "data": f"{photos} photos ({len(self.split.validation)} held out)",
             "steps": str(self.step),
             "batch": f"{self.settings.batch_size}×{self.settings.hr_crop}²",
-            "loss": self.settings.pixel_loss
-            if self.settings.stage == "pretrain"
-            else f"vgg54+{self.settings.adversarial}",
+            "loss": self.settings.pixel_loss.value
+            if self.settings.stage is Stage.PRETRAIN
+            else f"vgg54+{self.settings.adversarial.value}",
             "hours": f"{seconds / 3600:.2f}",
             **lineage(self.init_info, self.step),
         }

@@ -1,15 +1,18 @@
 """The watch service: filesystem events in, one inference worker, atomic outputs, a journal.
 
-Threads: watchdog's observer notes changes; a small pool decodes (and hashes) ready files
-ahead of the worker; the calling thread runs every upscale, so the model is used by one
-thread only; another pool encodes and writes results. The journal and the reporter are only
-touched from the calling thread.
+Threads: watchdog's observer notes changes; a small pool hashes and decodes ready files ahead
+of the worker; the calling thread runs every upscale, so the model is used by one thread only;
+another pool encodes and writes results. The journal and the reporter are only touched from the
+calling thread.
+
+Whatever goes wrong with one file is that file's result, never the watcher's end: a failure of
+the input (not an image, too large, a crash in a codec) is recorded and not retried until the
+content changes; a failure of the machine (disk full, permissions, I/O errors) is retried later.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 import time
 from collections import deque
@@ -20,46 +23,31 @@ from typing import Protocol
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from srgan.engines import (
-    DEFAULT_MAX_PIXELS,
-    Picture,
-    SrganError,
-    Upscaler,
-    file_sha256,
-    read_image,
-    scaled_size,
-    write_image,
-)
+from srgan.engines import Picture, SrganError, Upscaler, read_image, scaled_size, write_image
 
 from ..advice import cli_message
 from ..jobs import InputFile, output_path, scale_label
-from .journal import Journal
-from .policy import is_candidate, scan
+from .files import ChangedWhileRead, NotRegularFile, Snapshot, claim, leftover_claims, move_aside, snapshot, unchanged
+from .journal import Journal, Status, WatchStateError
+from .settings import WatchSettings, folder_identity, remove_partials, resolve_folders
+from .policy import (
+    OnSuccess,
+    excluded_inside,
+    inside,
+    is_candidate,
+    machine_at_fault,
+    output_problem,
+    scan,
+    stays_inside,
+)
 
-
-@dataclass(frozen=True)
-class WatchSettings:
-    """How the watcher behaves; paths are resolved by `WatchService`."""
-
-    in_dir: Path
-    out_dir: Path
-    recursive: bool = False
-    polling: bool = False
-    settle_seconds: float = 2.0
-    close_grace_seconds: float = 0.3
-    name_template: str = "{stem}"
-    format_key: str | None = None
-    quality: int = 95
-    png_compression: int = 6
-    out_scale: float | None = None  # output size over input size; None: the model's scale
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    on_success: str = "keep"
-    archive_dir: Path | None = None
-    failed_dir: Path | None = None
-    once: bool = False
-    prefetch: int = 3
+# How often the loop checks that the watched folder and the journal are still the ones it opened.
+_FOLDER_CHECK_SECONDS = 1.0
+# Retries of a file deferred again and again wait at most this many times `retry_seconds`.
+_RETRY_GROWTH_LIMIT = 32
 
 
 @dataclass
@@ -67,6 +55,7 @@ class WatchTally:
     done: int = 0
     failed: int = 0
     skipped: int = 0
+    deferred: int = 0
     seconds: float = 0.0
 
 
@@ -78,6 +67,8 @@ class WatchReporter(Protocol):
     def finished(
         self, source: str, output: str, status: str, detail: str, seconds: float, tally: WatchTally
     ) -> None: ...
+
+    def warning(self, message: str) -> None: ...
 
     def stopped(self, tally: WatchTally) -> None: ...
 
@@ -93,13 +84,17 @@ class _Pending:
 
 @dataclass
 class _Prepared:
+    """A ready file, hashed and decoded on a pool thread. Its outcome, first match wins: `skip`
+    (nothing to do), `changed` (read while it changed: wait again), `error`, or `picture`."""
+
     path: Path
     source: str
-    digest: str = ""
+    taken: Snapshot | None = None
     picture: Picture | None = None
     skip: str = ""
-    error: str = ""
-    stat: tuple[int, int] = (0, 0)
+    changed: bool = False
+    error: BaseException | None = None
+    recorded: bool = False  # a `started` record was written for it
 
 
 @dataclass
@@ -116,6 +111,17 @@ def _stat(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return (info.st_size, info.st_mtime_ns)
+
+
+def describe(error: BaseException, path: Path) -> str:
+    """One line naming the file and what went wrong, for any exception raised on its behalf."""
+    if isinstance(error, SrganError):
+        return cli_message(error)
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.filename or path}: {error.strerror}"
+    lines = str(error).strip().splitlines()
+    text = f"{type(error).__name__}: {lines[0][:200]}" if lines else type(error).__name__
+    return f"{path}: unexpected error ({text}); please report this"
 
 
 class _Events(FileSystemEventHandler):
@@ -141,29 +147,26 @@ class WatchService:
     """Processes every finished image that appears in IN_DIR, once, until stopped."""
 
     def __init__(self, settings: WatchSettings, upscaler: Upscaler, reporter: WatchReporter) -> None:
-        in_dir, out_dir = settings.in_dir.resolve(), settings.out_dir.resolve()
-        if in_dir == out_dir:
-            raise SrganError(f"{out_dir}: the output folder is the input folder; choose another -o")
-        self.settings = replace(
-            settings,
-            in_dir=in_dir,
-            out_dir=out_dir,
-            archive_dir=(settings.archive_dir or in_dir / "done").resolve() if settings.on_success == "move" else None,
-            failed_dir=settings.failed_dir.resolve() if settings.failed_dir else None,
-        )
-        self.excluded = [folder for folder in (out_dir, self.settings.archive_dir, self.settings.failed_dir) if folder]
+        self.settings = resolve_folders(settings)
+        folders = (self.settings.out_dir, self.settings.archive_dir, self.settings.failed_dir)
+        self.excluded = excluded_inside(self.settings.in_dir, folders)
         self.upscaler = upscaler
         self.reporter = reporter
         self.tally = WatchTally()
         self._pending: dict[Path, _Pending] = {}
         self._lock = threading.Lock()
         self._in_flight: set[Path] = set()
+        self._retry_delay: dict[Path, float] = {}
+        self._notes: deque[str] = deque()  # warnings from watchdog's thread, reported by the loop
+        self._links_noted: set[Path] = set()
+        self._observer: BaseObserver | None = None
+        self._in_identity = folder_identity(self.settings.in_dir)
 
     # Called from watchdog's thread.
     def notice(self, path: Path, kind: str) -> None:
         """A file was created, modified, closed after writing, or moved into place."""
         settings = self.settings
-        if not is_candidate(path, settings.in_dir, self.excluded, settings.recursive):
+        if not self._wanted(path):
             return
         stat = _stat(path)
         if stat is None:
@@ -187,12 +190,29 @@ class WatchService:
         with self._lock:
             self._pending.pop(path, None)
 
-    def _settle(self, path: Path) -> None:
-        """Queue a file found on start-up (or after a failed decode) once it stops changing."""
+    def _wanted(self, path: Path) -> bool:
+        """An input to process; a link leading out of IN_DIR is refused with a note, once."""
+        settings = self.settings
+        if settings.follow_symlinks:
+            return is_candidate(path, settings.in_dir, self.excluded, settings.recursive, True)
+        if is_candidate(path, settings.in_dir, self.excluded, settings.recursive):
+            return True
+        if is_candidate(path, settings.in_dir, self.excluded, settings.recursive, True):
+            with self._lock:
+                if path not in self._links_noted:
+                    self._links_noted.add(path)
+                    self._notes.append(
+                        f"{path}: a link to a file outside the watched folder; not followed (--follow-symlinks)"
+                    )
+        return False
+
+    def _settle(self, path: Path, delay: float | None = None) -> None:
+        """Queue a file once it stops changing (found at start, or read while changing), or after `delay`."""
         stat = _stat(path)
         if stat is not None:
+            now = time.monotonic()
             with self._lock:
-                self._pending[path] = _Pending(stat, time.monotonic())
+                self._pending[path] = _Pending(stat, now, ready_at=None if delay is None else now + delay)
 
     def _ready(self, limit: int) -> list[Path]:
         """Up to `limit` files that are finished, oldest names first; they become in flight."""
@@ -220,74 +240,186 @@ class WatchService:
         return ready
 
     def _prepare(self, path: Path) -> _Prepared:
-        """Hash and decode a ready file (on a pool thread)."""
-        source = str(path.relative_to(self.settings.in_dir))
-        prepared = _Prepared(path, source, stat=_stat(path) or (0, 0))
+        """Hash and decode a ready file (on a pool thread); every exception becomes its outcome."""
+        prepared = _Prepared(path, os.path.relpath(path, self.settings.in_dir))
         try:
-            prepared.digest = file_sha256(path)
-        except OSError:
-            prepared.skip = "vanished"
-            return prepared
-        entry = self.journal.status(source, prepared.digest)
-        if entry is not None and entry.status in ("done", "failed"):
-            prepared.skip = f"already {entry.status}"
-            return prepared
-        try:
-            prepared.picture = read_image(path, self.settings.max_pixels)
-        except SrganError as error:
-            prepared.error = cli_message(error)
+            self._read(prepared)
+        except Exception as error:  # whatever happens to one file is that file's outcome
+            prepared.error = error
         return prepared
 
-    def _target(self, path: Path) -> Path:
+    def _read(self, prepared: _Prepared) -> None:
+        settings, path = self.settings, prepared.path
+        try:
+            prepared.taken = snapshot(path)
+        except (FileNotFoundError, NotRegularFile):
+            prepared.skip = "vanished"
+            return
+        except ChangedWhileRead:
+            prepared.changed = True
+            return
+        if not settings.follow_symlinks and not stays_inside(path, settings.in_dir, self.excluded):
+            prepared.skip = "vanished"  # turned into a link out of IN_DIR since it was seen
+            return
+        entry = self.journal.status(prepared.source, prepared.taken.digest)
+        if entry is not None and entry.status in (Status.DONE, Status.FAILED):
+            prepared.skip = f"already {entry.status.value}"
+            return
+        try:
+            prepared.picture = read_image(path, settings.max_pixels)
+        finally:
+            # Replaced or rewritten while decoded: what was read may not be what is there.
+            prepared.changed = not unchanged(path, prepared.taken)
+
+    def _plan(self, prepared: _Prepared) -> tuple[Path | None, str, bool]:
+        """Where the file's result goes, or (None, why not, whether the machine is at fault)."""
         settings = self.settings
-        item = InputFile(path, settings.in_dir)
+        path = prepared.path
         label = scale_label(settings.out_scale, self.upscaler.scale)
-        return output_path(item, settings.out_dir, settings.name_template, label, settings.format_key)
+        try:
+            output = output_path(
+                InputFile(path, settings.in_dir), settings.out_dir, settings.name_template, label, settings.format_key
+            )
+        except Exception as error:  # a name the template cannot make from this file
+            return None, f"{path}: cannot make an output name from it ({describe(error, path)})", False
+        problem = output_problem(output, settings.in_dir, settings.out_dir, self.excluded)
+        if problem is not None:
+            return None, problem, False
+        owner = self.journal.owner(str(output))
+        if owner is not None and owner != prepared.source:
+            return None, f"{output}: already the output of {owner}; rename one of them, or drop --format", False
+        if owner is None and os.path.lexists(output):
+            # Not ours: never replaced. Retried later, in case it is moved away.
+            return None, f"{output}: a file srgan watch did not write is in the way; move it or choose another -o", True
+        return output, "", False
 
     def run(self, stop: threading.Event) -> WatchTally:
         """Process the backlog, then (unless `once`) every new file until `stop` is set."""
         settings = self.settings
-        settings.out_dir.mkdir(parents=True, exist_ok=True)
         self.journal = Journal(settings.out_dir)
         try:
-            self._recover()
-            observer = None
-            if not settings.once:
-                observer = PollingObserver(timeout=0.5) if settings.polling else Observer()
-                observer.schedule(_Events(self), str(settings.in_dir), recursive=settings.recursive)
-                observer.start()
-            backlog = scan(settings.in_dir, self.excluded, settings.recursive)
-            for path in backlog:
-                self._settle(path)
-            self.reporter.started(
-                len(backlog), self.upscaler.backend.name, "polling" if settings.polling else "inotify"
-            )
+            warnings, failures = self._recover()
+            backlog = self._watch()
+            self.reporter.started(backlog, self.upscaler.backend.name, "polling" if settings.polling else "inotify")
+            for warning in warnings:
+                self.reporter.warning(warning)
+            for source, reason in failures:
+                self.tally.failed += 1
+                self.reporter.finished(source, "", "failed", reason, 0.0, self.tally)
             try:
                 self._loop(stop)
             finally:
-                if observer is not None:
-                    observer.stop()
-                    observer.join()
+                self._unwatch()
         finally:
             self.journal.close()
         self.reporter.stopped(self.tally)
         return self.tally
 
-    def _recover(self) -> None:
-        """Remove temporary outputs a killed run left, and settle work it finished unrecorded."""
-        for leftover in self.settings.out_dir.rglob(".*.partial"):
-            leftover.unlink(missing_ok=True)
+    def _watch(self) -> int:
+        """Start observing IN_DIR (unless `once`), then queue what is already there; returns that count."""
+        settings = self.settings
+        if not settings.once:
+            observer = PollingObserver(timeout=0.5) if settings.polling else Observer()
+            try:
+                observer.schedule(_Events(self), str(settings.in_dir), recursive=settings.recursive)
+                observer.start()
+            except OSError as error:
+                raise WatchStateError(
+                    f"{settings.in_dir}: cannot watch this folder ({error.strerror}); --polling may work"
+                ) from None
+            self._observer = observer
+        backlog = scan(settings.in_dir, self.excluded, settings.recursive, True)
+        backlog = [path for path in backlog if self._wanted(path)]
+        for path in backlog:
+            self._settle(path)
+        return len(backlog)
+
+    def _unwatch(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join()
+            self._observer = None
+
+    def _check_folders(self) -> None:
+        """Follow a watched folder that was removed or replaced; stop if the journal was removed."""
+        if not self.journal.still_here():
+            raise WatchStateError(
+                f"{self.journal.folder}: the watcher's state was removed while it ran; restart srgan watch"
+            )
+        identity = folder_identity(self.settings.in_dir)
+        if identity == self._in_identity:
+            return
+        self._in_identity = identity
+        self._unwatch()
+        with self._lock:
+            self._pending.clear()
+        if identity is None:
+            self.reporter.warning(f"{self.settings.in_dir}: the watched folder is gone; waiting for it to come back")
+            return
+        self.reporter.warning(f"{self.settings.in_dir}: the watched folder was replaced; watching the new one")
+        self._watch()
+
+    def _recover(self) -> tuple[list[str], list[tuple[str, str]]]:
+        """Settle what a killed run left: claimed inputs, temporary outputs, unrecorded work.
+
+        Returns warnings for the user, and (source, reason) of the files now recorded as failed.
+        """
+        warnings, failures = [], []
+        if self.journal.skipped:
+            warnings.append(
+                f"{self.journal.path}: {self.journal.skipped} unreadable line(s) skipped; the rest was recovered"
+            )
+        for hidden, original in leftover_claims(self.settings.in_dir, self.settings.recursive):
+            warning = self._finish_claim(hidden, original)
+            if warning:
+                warnings.append(warning)
         for (source, digest), entry in list(self.journal.entries.items()):
-            if entry.status != "started":
-                continue
-            output = Path(entry.output)
-            if output.exists() and output.stat().st_mtime >= entry.time - 1:
-                self.journal.done(source, digest, entry.output, 0.0)
+            if entry.status is Status.STARTED:
+                reason = self._recover_started(source, digest, entry.output, entry.time, entry.attempt)
+                if reason:
+                    failures.append((source, reason))
+        return warnings, failures
+
+    def _finish_claim(self, hidden: Path, original: Path) -> str:
+        """Put back an input a killed watcher had renamed aside to delete or move it, and finish
+        that when its content is recorded as done; returns a warning, or ""."""
+        try:
+            restored = move_aside(hidden, original)
+            digest = snapshot(restored).digest
+        except (OSError, NotRegularFile, ChangedWhileRead) as error:
+            return f"{hidden}: cannot put it back as {original.name} ({error})"
+        source = os.path.relpath(restored, self.settings.in_dir)
+        entry = self.journal.status(source, digest)
+        if entry is None or entry.status is not Status.DONE:
+            return ""  # not known as done: an input like any other
+        note = self._after_success(restored, source, digest)
+        return f"{restored}: {note}" if note else ""
+
+    def _recover_started(self, source: str, digest: str, output_name: str, began: float, attempt: int) -> str:
+        """Settle work the watcher died on; returns the reason when it is now recorded as failed."""
+        output = Path(output_name)
+        if not inside(output, self.settings.out_dir):
+            return ""  # a journal edited by hand; nothing outside OUT_DIR is touched
+        remove_partials(output)
+        if output.exists() and output.stat().st_mtime >= began - 1:
+            self.journal.done(source, digest, output_name, 0.0)
+            return ""
+        if attempt < 2:
+            return ""  # retried once: the watcher may have been stopped by someone else
+        path = self.settings.in_dir / source
+        reason = (
+            f"{path}: the watcher died twice while processing it (a crash, or killed for memory);"
+            " not retried until it changes"
+        )
+        self.journal.failed(source, digest, reason)
+        note = self._set_aside(path, digest)
+        return f"{reason}; {note}" if note else reason
 
     def _loop(self, stop: threading.Event) -> None:
         settings = self.settings
         decoding: deque[Future[_Prepared]] = deque()
         writing: list[_Written] = []
+        checked = time.monotonic()
         with (
             ThreadPoolExecutor(2, thread_name_prefix="srgan-decode") as decoder,
             ThreadPoolExecutor(2, thread_name_prefix="srgan-encode") as encoder,
@@ -303,8 +435,13 @@ class WatchService:
                     if written is not None:
                         writing.append(written)
                 writing = self._collect(writing)
+                while self._notes:
+                    self.reporter.warning(self._notes.popleft())
                 if settings.once and not decoding and not writing and not self._has_pending():
                     break
+                if not settings.once and time.monotonic() - checked >= _FOLDER_CHECK_SECONDS:
+                    checked = time.monotonic()
+                    self._check_folders()
                 if not busy:
                     time.sleep(0.05)
             for future in decoding:
@@ -322,29 +459,23 @@ class WatchService:
             self._in_flight.discard(path)
 
     def _upscale(self, prepared: _Prepared, encoder: ThreadPoolExecutor, queued: int) -> _Written | None:
-        if prepared.skip:
+        """Run the model on a prepared file and hand its result to the encoder; None when there is
+        nothing to write (skipped, changed, failed or deferred), and then the file is released."""
+        output = self._settle_outcome(prepared)
+        if output is None:
             self._release(prepared.path)
-            if prepared.skip != "vanished":
-                self.tally.skipped += 1
             return None
-        if prepared.error:
-            self._release(prepared.path)
-            if _stat(prepared.path) != prepared.stat:
-                self._settle(prepared.path)  # still being written after all: try again once it settles
-                return None
-            self._fail(prepared, prepared.error)
-            return None
-        output = self._target(prepared.path)
+        taken, picture = prepared.taken, prepared.picture
+        assert taken is not None and picture is not None  # a prepared file without another outcome
+        self.journal.started(prepared.source, taken.digest, str(output))
+        prepared.recorded = True
         self.reporter.processing(prepared.source, queued)
-        self.journal.started(prepared.source, prepared.digest, str(output))
         started = time.perf_counter()
-        picture = prepared.picture
-        assert picture is not None  # prepared without skip or error always holds a picture
         try:
             pixels = self.upscaler.upscale(picture.pixels)
-        except SrganError as error:
+        except Exception as error:  # any failure on this image is this file's failure
             self._release(prepared.path)
-            self._fail(prepared, cli_message(error))
+            self._failure(prepared, error)
             return None
         result = replace(picture, pixels=pixels)
         settings = self.settings
@@ -353,6 +484,25 @@ class WatchService:
             write_image, result, output, settings.format_key, settings.quality, settings.png_compression, size
         )
         return _Written(prepared, output, started, future)
+
+    def _settle_outcome(self, prepared: _Prepared) -> Path | None:
+        """Deal with a prepared file that has nothing to upscale; else return its output path."""
+        if prepared.skip:
+            if prepared.skip != "vanished":
+                self.tally.skipped += 1
+        elif prepared.changed:
+            self._settle(prepared.path)  # still being written after all: try again once it settles
+        elif prepared.error is not None:
+            self._failure(prepared, prepared.error)
+        else:
+            output, problem, machine = self._plan(prepared)
+            if output is not None:
+                return output
+            if machine:
+                self._defer(prepared, problem)
+            else:
+                self._fail(prepared, problem)
+        return None
 
     def _collect(self, writing: list[_Written]) -> list[_Written]:
         still = []
@@ -364,37 +514,88 @@ class WatchService:
             self._release(prepared.path)
             error = written.future.exception()
             if error is not None:
-                if not isinstance(error, SrganError):
-                    raise error
-                self._fail(prepared, cli_message(error))
+                self._failure(prepared, error)
                 continue
-            seconds = time.perf_counter() - written.started
-            self.journal.done(prepared.source, prepared.digest, str(written.output), seconds)
-            self.tally.done += 1
-            self.tally.seconds += seconds
-            self._after_success(prepared.path)
-            self.reporter.finished(prepared.source, str(written.output), "done", "", seconds, self.tally)
+            self._succeeded(prepared, written.output, time.perf_counter() - written.started)
         return still
 
+    def _succeeded(self, prepared: _Prepared, output: Path, seconds: float) -> None:
+        assert prepared.taken is not None
+        self.journal.done(prepared.source, prepared.taken.digest, str(output), seconds)
+        self.tally.done += 1
+        self.tally.seconds += seconds
+        self._retry_delay.pop(prepared.path, None)
+        note = self._after_success(prepared.path, prepared.source, prepared.taken.digest)
+        self.reporter.finished(prepared.source, str(output), "done", note, seconds, self.tally)
+
+    def _failure(self, prepared: _Prepared, error: BaseException) -> None:
+        """Record an exception raised on a file's behalf: deferred when the machine is at fault."""
+        reason = describe(error, prepared.path)
+        if machine_at_fault(error):
+            self._defer(prepared, reason)
+        else:
+            self._fail(prepared, reason)
+
+    def _defer(self, prepared: _Prepared, reason: str) -> None:
+        """The machine is at fault: record it, and try the file again later (not with `once`)."""
+        if prepared.recorded and prepared.taken is not None:
+            self.journal.deferred(prepared.source, prepared.taken.digest, reason)
+        self.tally.deferred += 1
+        if not self.settings.once:
+            delay = self._retry_delay.get(prepared.path, self.settings.retry_seconds)
+            limit = self.settings.retry_seconds * _RETRY_GROWTH_LIMIT
+            self._retry_delay[prepared.path] = min(delay * 2, limit)
+            self._settle(prepared.path, delay)
+            reason += f"; retrying in {delay:g} s"
+        self.reporter.finished(prepared.source, "", "deferred", reason, 0.0, self.tally)
+
     def _fail(self, prepared: _Prepared, reason: str) -> None:
-        self.journal.failed(prepared.source, prepared.digest, reason)
+        """The input is at fault: record it, set it aside, and do not retry this content."""
+        digest = prepared.taken.digest if prepared.taken is not None else ""
+        self.journal.failed(prepared.source, digest, reason)
         self.tally.failed += 1
-        if self.settings.failed_dir is not None:
-            _move(prepared.path, self.settings.failed_dir / prepared.source)
+        note = self._set_aside(prepared.path, digest) if prepared.taken is not None else ""
+        reason += f"; {note}" if note else ""
         self.reporter.finished(prepared.source, "", "failed", reason, 0.0, self.tally)
 
-    def _after_success(self, path: Path) -> None:
-        if self.settings.on_success == "delete":
-            path.unlink(missing_ok=True)
-        elif self.settings.on_success == "move" and self.settings.archive_dir is not None:
-            _move(path, self.settings.archive_dir / path.relative_to(self.settings.in_dir))
+    def _set_aside(self, path: Path, digest: str) -> str:
+        """Move a failed input into the failed folder, if one was given and it still holds `digest`."""
+        folder = self.settings.failed_dir
+        if folder is None:
+            return ""
+        return self._dispose(
+            path, digest, folder / path.relative_to(self.settings.in_dir), "move it to the failed folder"
+        )
 
+    def _after_success(self, path: Path, source: str, digest: str) -> str:
+        """Delete or archive the input, if it still holds the content that was upscaled; a note if not."""
+        settings = self.settings
+        if settings.on_success is OnSuccess.DELETE:
+            return self._dispose(path, digest, None, "delete it")
+        if settings.on_success is OnSuccess.MOVE and settings.archive_dir is not None:
+            return self._dispose(path, digest, settings.archive_dir / source, "archive it")
+        return ""
 
-def _move(path: Path, target: Path) -> None:
-    """Move a file, never over another one: a taken name gets a numbered suffix."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    candidate, number = target, 1
-    while candidate.exists():
-        candidate = target.with_name(f"{target.stem}.{number}{target.suffix}")
-        number += 1
-    shutil.move(str(path), str(candidate))
+    def _dispose(self, path: Path, digest: str, target: Path | None, action: str) -> str:
+        """Delete `path` (target None) or move it to `target`, only if it still holds `digest`.
+
+        Returns "" when done, else a note for the user on why the file was left in place. A
+        file that changed is queued again: the events of its new version may have been taken
+        for the old one's.
+        """
+        try:
+            hidden = claim(path, digest)
+        except OSError as error:
+            return f"left in place: cannot {action} ({error.strerror})"
+        if hidden is None:
+            self._settle(path)
+            return "left in place: it changed after it was read, and the new version is processed next"
+        try:
+            if target is None:
+                hidden.unlink()
+            else:
+                move_aside(hidden, target)
+        except OSError as error:
+            move_aside(hidden, path)
+            return f"left in place: cannot {action} ({error.strerror})"
+        return ""

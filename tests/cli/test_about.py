@@ -55,7 +55,7 @@ def test_models_lists_the_model_folder_with_metadata(tmp_path, monkeypatch):
     entries = {json.loads(line)["path"]: json.loads(line) for line in result.stdout.splitlines()}
     mine = entries[str(tmp_path / "mine.safetensors")]
     assert mine["scale"] == 4 and mine["blocks"] == 1 and mine["training"]["dataset"] == "holiday photos"
-    assert "not a loadable PyTorch" in entries[str(tmp_path / "broken.pth")]["error"]
+    assert "is not a PyTorch model file" in entries[str(tmp_path / "broken.pth")]["error"]
     table = runner.invoke(app, ["models"], env={"COLUMNS": "200"})
     assert table.exit_code == 0 and "holiday photos" in table.stdout
 

@@ -272,7 +272,7 @@ def test_unwritable_output_folder(tmp_path, tiny_model_file, photo):
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where a folder should be")
     result = srgan("upscale", photo, "-o", blocker / "out", "-m", tiny_model_file)
-    assert result.exit_code == 1 and "cannot create the output folder" in result.stderr
+    assert result.exit_code == 1 and f"{blocker} is a file, not a folder" in result.stderr
     assert blocker.read_text() == "a file where a folder should be"
 
 

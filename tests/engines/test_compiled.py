@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,6 +27,7 @@ from srgan.engines import (
     save_model,
     write_image,
 )
+from srgan.engines.errors import Setting
 from srgan.cli.app import app
 from srgan.engines.compiled import OnnxRuntimeBackend, export_network
 from srgan.engines.engine_cache import EngineKey
@@ -42,17 +45,39 @@ def tiny_model(tmp_path_factory) -> Path:
     return model
 
 
+def other_file_system(folder: Path) -> Path | None:
+    """A folder on another file system than `folder` (a tmpfs), or None where there is none."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK) and shm.stat().st_dev != folder.stat().st_dev:
+        return Path(tempfile.mkdtemp(dir=shm))
+    return None
+
+
 @pytest.fixture(scope="module")
 def built(tiny_model, tmp_path_factory):
-    """A tiny model and an engine cache holding its AOTInductor package, built by the CLI."""
+    """A tiny model and an engine cache holding its AOTInductor package, built by the CLI.
+
+    The system's temporary folder is put on another file system than the cache, as a tmpfs /tmp
+    is on many systems, so the build must not depend on renaming across them.
+    """
     model = tiny_model
     cache = tmp_path_factory.mktemp("engines") / "cache"
-    result = CliRunner().invoke(
-        app,
-        ["build-engine", str(model), "--kind", "compiled", "--device", "cpu", "--precision", "fp32"]
-        + ["--engines-dir", str(cache)],
-    )
+    elsewhere = other_file_system(cache.parent)
+    saved, tempfile.tempdir = tempfile.tempdir, str(elsewhere) if elsewhere else tempfile.tempdir
+    try:
+        result = CliRunner().invoke(
+            app,
+            ["build-engine", str(model), "--kind", "compiled", "--device", "cpu", "--precision", "fp32"]
+            + ["--engines-dir", str(cache)],
+        )
+    finally:
+        tempfile.tempdir = saved
+        if elsewhere:
+            for leftover in sorted(elsewhere.rglob("*"), reverse=True):
+                leftover.rmdir() if leftover.is_dir() else leftover.unlink()
+            elsewhere.rmdir()
     assert result.exit_code == 0, result.output
+    assert not [path for path in cache.iterdir() if path.name.startswith(".building-")]
     assert "tile:" in result.stdout and "eager" in result.stdout  # the build-time timing is reported
     return model, cache
 
@@ -202,6 +227,60 @@ def test_foreign_and_corrupted_engines_are_refused(tmp_path):
     sidecar.write_text("{broken")
     with pytest.raises(BackendError, match="without a readable record"):
         cache.lookup(key)
+
+
+def test_a_cache_folder_that_is_a_file_is_refused_before_compiling(tmp_path, tiny_model):
+    blocker = tmp_path / "engines"
+    blocker.write_text("not a folder")
+    with pytest.raises(BackendError, match="cannot keep engines there .it is a file") as error:
+        create_upscaler(load_model(tiny_model), "cpu", backend="compiled", engines_dir=blocker)
+    assert error.value.setting is Setting.ENGINES_DIR
+    inside = blocker / "sub"
+    with pytest.raises(BackendError, match="cannot keep engines there"):
+        EngineCache(inside).require_folder()
+    result = CliRunner().invoke(
+        app, ["build-engine", str(tiny_model), "--device", "cpu", "--engines-dir", str(blocker)]
+    )
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert blocker.read_text() == "not a folder"
+
+
+def test_builds_happen_inside_the_cache_folder(tmp_path):
+    cache = EngineCache(tmp_path / "cache")
+    elsewhere = other_file_system(tmp_path)
+    saved, tempfile.tempdir = tempfile.tempdir, str(elsewhere) if elsewhere else tempfile.tempdir
+    try:
+        with cache.scratch() as scratch:
+            assert scratch.parent == cache.folder and scratch.stat().st_dev == cache.folder.stat().st_dev
+            built = scratch / "engine.pt2"
+            built.write_bytes(b"engine bytes")
+            key = EngineKey.for_device("compiled", "ab" * 32, CPU, "fp32")
+            assert cache.store(key, built) == cache.lookup(key) == cache.path_for(key)
+    finally:
+        tempfile.tempdir = saved
+        if elsewhere:
+            elsewhere.rmdir()
+    assert [path.name for path in cache.folder.iterdir()] == ["compiled"]
+
+
+@pytest.mark.parametrize("record", [b"[1, 2]", b"\xff\xfe binary", b"[" * 100_000, b"null", b'"text"'])
+def test_sidecars_that_are_not_records_are_refused_in_one_line(tmp_path, record):
+    cache = EngineCache(tmp_path)
+    key = EngineKey.for_device("compiled", "ab" * 32, CPU, "fp32")
+    built = tmp_path / "built.pt2"
+    built.write_bytes(b"engine bytes")
+    path = cache.store(key, built)
+    path.with_suffix(".pt2.json").write_bytes(record)
+    with pytest.raises(BackendError, match="without a readable record"):
+        cache.lookup(key)
+
+
+def test_onnx_export_to_an_unwritable_place_is_one_line(tmp_path, tiny_model):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(BackendError, match="cannot write the ONNX file") as error:
+        export_onnx(load_model(tiny_model), blocker / "model.onnx")
+    assert error.value.setting is Setting.OUTPUT
 
 
 def test_upscale_command_takes_the_backend_option(tmp_path, built):

@@ -248,10 +248,12 @@ def test_pixel_limit_guards_against_decompression_bombs(tmp_path):
 def test_unwritable_destinations_leave_nothing_behind(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(ImageWriteError, match="cannot create the output folder"):
+    with pytest.raises(ImageWriteError, match="file: is a file, not a folder"):
         write_image(Picture(random_image(4, 4, 3)), blocker / "out.png")
+    with pytest.raises(ImageWriteError, match="cannot be made: .*file is a file, not a folder"):
+        write_image(Picture(random_image(4, 4, 3)), blocker / "deeper" / "out.png")
     (tmp_path / "taken.png").mkdir()
-    with pytest.raises(ImageWriteError, match="cannot write the image"):
+    with pytest.raises(ImageWriteError, match="taken.png: is a folder, not an image file"):
         write_image(Picture(random_image(4, 4, 3)), tmp_path / "taken.png")
     assert no_leftovers(tmp_path)
 

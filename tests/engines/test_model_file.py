@@ -89,7 +89,7 @@ def test_loading_never_executes_code(tmp_path):
     marker = tmp_path / "code-ran"
     path = tmp_path / "evil.pth"
     torch.save({"state_dict": tiny_generator().state_dict(), "payload": Payload(marker)}, path)
-    with pytest.raises(ModelFileError, match="other than tensors"):
+    with pytest.raises(ModelFileError, match="needs code to load .*convert it to safetensors"):
         load_model(path)
     assert not marker.exists()
 
@@ -168,7 +168,9 @@ def test_other_safetensors_formats_are_rejected(tmp_path):
         ("missing.safetensors", None, "not found"),
         ("model.onnx", b"x", "unknown model file type"),
         ("garbage.safetensors", b"\x00" * 64, "not a readable safetensors"),
-        ("garbage.pth", b"not a zip", "not a loadable PyTorch"),
+        ("garbage.pth", b"not a zip", "is not a PyTorch model file"),
+        ("text.pth", b"junk\n", "is not a PyTorch model file"),
+        ("empty.pth", b"", "is not a PyTorch model file"),
     ],
 )
 def test_unreadable_files_are_rejected(tmp_path, name, content, message):

@@ -54,7 +54,7 @@ class NearestBackend(Backend):
         self.scale = scale
         self.batches: list[tuple[int, ...]] = []
 
-    def infer(self, batch: torch.Tensor) -> torch.Tensor:
+    def _infer(self, batch: torch.Tensor) -> torch.Tensor:
         self.batches.append(tuple(batch.shape))
         return F.interpolate(batch, scale_factor=self.scale, mode="nearest")
 
@@ -177,9 +177,9 @@ class FixedShapeBackend(TorchBackend):
         super().__init__(NETWORK, 4, CPU)
         self.fixed_tile_shape, self.fixed_batch = shape, batch
 
-    def infer(self, batch: torch.Tensor) -> torch.Tensor:
+    def _infer(self, batch: torch.Tensor) -> torch.Tensor:
         assert tuple(batch.shape) == (self.fixed_batch, 3, *self.fixed_tile_shape), batch.shape
-        return super().infer(batch)
+        return super()._infer(batch)
 
 
 def test_fixed_shape_engines_get_padded_tiles_and_full_batches():
@@ -203,11 +203,11 @@ class SmallMemoryBackend(TorchBackend):
         self.limit = limit
         self.attempts: list[int] = []
 
-    def infer(self, batch: torch.Tensor) -> torch.Tensor:
+    def _infer(self, batch: torch.Tensor) -> torch.Tensor:
         self.attempts.append(max(batch.shape[2:]))
         if max(batch.shape[2:]) > self.limit:
             raise DeviceOutOfMemory("simulated: batch too large")
-        return super().infer(batch)
+        return super()._infer(batch)
 
 
 def test_out_of_memory_halves_the_tile_and_retries():

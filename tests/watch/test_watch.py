@@ -6,104 +6,20 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import threading
 import time
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from srgan.engines import TileSettings, create_upscaler, load_model, read_image
+from srgan.engines import create_upscaler, load_model, read_image
 from srgan.cli.app import app
 from srgan.cli.watching.journal import Journal, WatchStateError
-from srgan.cli.watching.policy import is_candidate
-from srgan.cli.watching.service import WatchService, WatchSettings, WatchTally
+from srgan.cli.watching.policy import OnSuccess, is_candidate
 from tests.helpers import random_image
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.results: list[tuple[str, str, str]] = []
-        self.lock = threading.Lock()
-
-    def started(self, backlog: int, backend: str, mode: str) -> None:
-        self.backlog = backlog
-
-    def processing(self, source: str, queued: int) -> None:
-        pass
-
-    def finished(self, source: str, output: str, status: str, detail: str, seconds: float, tally: WatchTally) -> None:
-        with self.lock:
-            self.results.append((source, status, detail))
-
-    def stopped(self, tally: WatchTally) -> None:
-        self.tally = tally
-
-    def statuses(self) -> Counter:
-        with self.lock:
-            return Counter((source, status) for source, status, _ in self.results)
-
-
-class Running:
-    """A WatchService on a thread, stopped (and checked to have stopped) at the end."""
-
-    def __init__(self, model: Path, in_dir: Path, out_dir: Path, **options) -> None:
-        upscaler = create_upscaler(load_model(model), "cpu", settings=TileSettings(tile_size=64, overlap=4))
-        settings = WatchSettings(
-            in_dir=in_dir, out_dir=out_dir, settle_seconds=options.pop("settle_seconds", 0.5), **options
-        )
-        self.recorder = Recorder()
-        self.service = WatchService(settings, upscaler, self.recorder)
-        self.stop = threading.Event()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-        wait_until(lambda: hasattr(self.recorder, "backlog"), 20)
-
-    def _run(self) -> None:
-        try:
-            self.service.run(self.stop)
-        except BaseException as error:  # surfaced by close()
-            self.error = error
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(30)
-        assert not self.thread.is_alive()
-        if self.error is not None:
-            raise self.error
-
-
-def wait_until(condition, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
-        time.sleep(0.05)
-
-
-def small_png(path: Path, seed: int = 0, size: int = 8) -> np.ndarray:
-    pixels = random_image(size, size, 3, seed=seed)
-    Image.fromarray(pixels).save(path)
-    return pixels
-
-
-def journal_done(out_dir: Path) -> Counter:
-    lines = (out_dir / ".srgan-watch" / "journal.jsonl").read_text().splitlines()
-    return Counter(
-        (record["source"], record["digest"]) for record in map(json.loads, lines) if record["status"] == "done"
-    )
-
-
-@pytest.fixture
-def folders(tmp_path) -> tuple[Path, Path]:
-    in_dir, out_dir = tmp_path / "in", tmp_path / "out"
-    in_dir.mkdir()
-    return in_dir, out_dir
+from tests.watch.harness import Running, journal_done, small_png, start_watch_process, wait_until
 
 
 def test_a_burst_of_200_files_gets_exactly_one_output_each(tiny_model_file, folders):
@@ -216,13 +132,13 @@ def test_backlog_changed_content_and_on_success_actions(tiny_model_file, folders
     again.close()
     assert again.recorder.results == [] and again.recorder.tally.skipped == 1
     small_png(in_dir / "old.png", seed=2)  # new content under the same name
-    moved = Running(tiny_model_file, in_dir, out_dir, once=True, on_success="move")
+    moved = Running(tiny_model_file, in_dir, out_dir, once=True, on_success=OnSuccess.MOVE)
     moved.thread.join(30)
     moved.close()
     assert moved.recorder.results == [("old.png", "done", "")]
     assert (in_dir / "done" / "old.png").is_file() and not (in_dir / "old.png").exists()
     small_png(in_dir / "gone.png", seed=3)
-    deleted = Running(tiny_model_file, in_dir, out_dir, once=True, on_success="delete")
+    deleted = Running(tiny_model_file, in_dir, out_dir, once=True, on_success=OnSuccess.DELETE)
     deleted.thread.join(30)
     deleted.close()
     assert not (in_dir / "gone.png").exists() and (out_dir / "gone.png").is_file()
@@ -245,13 +161,6 @@ def test_candidate_policy(tmp_path):
         assert not is_candidate(in_dir / name, in_dir, [out], False), name
     assert is_candidate(in_dir / "sub" / "a.JPG", in_dir, [out], True)
     assert not is_candidate(in_dir / "sub" / ".cache" / "a.png", in_dir, [out], True)
-
-
-def start_watch_process(model: Path, in_dir: Path, out_dir: Path) -> subprocess.Popen:
-    """`srgan watch` in its own process, JSON lines on its stdout, small tiles and a short settle."""
-    command = [sys.executable, "-m", "srgan.cli", "watch", str(in_dir), "-o", str(out_dir), "-m", str(model)]
-    command += ["--json", "--settle", "0.2", "--tile", "24", "--overlap", "4"]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_kill_9_then_restart_finishes_everything_exactly_once(tiny_model_file, folders):
@@ -292,7 +201,7 @@ def test_watch_command_once_and_usage_errors(tiny_model_file, folders):
     events = [json.loads(line)["event"] for line in result.stdout.splitlines()]
     assert events[0] == "start" and "result" in events and events[-1] == "stop"
     same = runner.invoke(app, ["watch", str(in_dir), "-o", str(in_dir), "-m", str(tiny_model_file), "--once"])
-    assert same.exit_code == 1 and "is the input folder" in same.stderr
+    assert same.exit_code == 2 and "is the input folder" in same.stderr
     missing = runner.invoke(app, ["watch", str(in_dir / "nope"), "-o", str(out_dir), "-m", str(tiny_model_file)])
     assert missing.exit_code == 2 and "not a folder" in missing.stderr
 
