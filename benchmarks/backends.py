@@ -25,7 +25,11 @@ import numpy as np
 import torch
 
 from srgan.engines import (
+    FilePipeline,
+    FileTask,
+    OutputOptions,
     Picture,
+    PipelineSettings,
     Precision,
     TileSettings,
     create_upscaler,
@@ -39,18 +43,8 @@ from srgan.engines import (
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from upscale_cpu import make_generator, photo_like  # noqa: E402
 
-from srgan.cli.jobs import collect_inputs, plan_jobs  # noqa: E402
 from srgan.cli.options import DEFAULT_PNG_COMPRESSION  # noqa: E402
-from srgan.cli.upscale import run_jobs, writer_threads  # noqa: E402
-
-
-class Quiet:
-    def start(self, *args) -> None: ...
-    def begin(self, *args) -> None: ...
-    def tiles(self, *args) -> None: ...
-    def finish(self, *args) -> None: ...
-    def summary(self, *args) -> None: ...
-    def close(self) -> None: ...
+from srgan.cli.upscale import READ_AHEAD, writer_threads  # noqa: E402
 
 
 def timed(function, repeats: int) -> float:
@@ -150,11 +144,14 @@ def main() -> None:
             inputs.mkdir()
             for index, item in enumerate(pixels):
                 write_image(Picture(item), inputs / f"image{index:02d}.{suffix}")
-            files, _ = collect_inputs([str(inputs)], False)
+            files = sorted(inputs.iterdir())
             levels = (DEFAULT_PNG_COMPRESSION, 1) if suffix == "png" else (DEFAULT_PNG_COMPRESSION,)
+            settings = PipelineSettings(read_ahead=READ_AHEAD, encoders=writer_threads(), max_pixels=0)
             for level in levels:
-                jobs = plan_jobs(files, folder / f"out-{suffix}-{level}", False, "{stem}", 4, None, True)
-                pipeline = timed(lambda: run_jobs(jobs, upscaler, Quiet(), None, 95, 0, "bench", level), 1)
+                out = folder / f"out-{suffix}-{level}"
+                tasks = [FileTask(path, out / path.name) for path in files]
+                run = FilePipeline(upscaler, OutputOptions(png_compression=level, name_template="{stem}"), settings)
+                pipeline = timed(lambda: list(run.run(tasks)), 1)
                 detail = f", PNG level {level}" if suffix == "png" else ""
                 print(
                     f"  {suffix} in, {suffix} out{detail}: srgan upscale loop {args.files / pipeline:.2f} files/s,"

@@ -35,6 +35,8 @@ from .imageio import (
     DEFAULT_MAX_PIXELS,
     FORMAT_EXTENSIONS,
     Picture,
+    decode_image,
+    encode_image,
     format_for,
     read_image,
     resize_pixels,
@@ -52,6 +54,34 @@ from .model_file import (
     save_model,
 )
 from .model_folders import default_model_path, find_model_files, model_dirs
+from .pipeline import (
+    FilePipeline,
+    FileResult,
+    FileSkipped,
+    FileStatus,
+    FileTask,
+    OutputOptions,
+    PipelineObserver,
+    PipelineSettings,
+    Planner,
+    Stage,
+    as_file_error,
+    upscale_file,
+)
+from .planning import (
+    DEFAULT_NAME,
+    IMAGE_EXTENSIONS,
+    InputFile,
+    InputSurvey,
+    Job,
+    OutputPlan,
+    iter_inputs,
+    output_is_file,
+    output_path,
+    plan_jobs,
+    scale_label,
+    survey_inputs,
+)
 from .upscaler import ProgressCallback, TileSettings, Upscaler
 
 __all__ = [
@@ -117,4 +147,32 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "atomic_path",
     "file_sha256",
+    "decode_image",
+    "encode_image",
+    # the per-file pipeline
+    "OutputOptions",
+    "upscale_file",
+    "FilePipeline",
+    "PipelineSettings",
+    "PipelineObserver",
+    "FileTask",
+    "FileResult",
+    "FileStatus",
+    "FileSkipped",
+    "Planner",
+    "Stage",
+    "as_file_error",
+    # planning inputs and outputs
+    "DEFAULT_NAME",
+    "IMAGE_EXTENSIONS",
+    "InputFile",
+    "InputSurvey",
+    "Job",
+    "OutputPlan",
+    "iter_inputs",
+    "survey_inputs",
+    "output_is_file",
+    "output_path",
+    "plan_jobs",
+    "scale_label",
 ]

@@ -220,22 +220,23 @@ def check_output_folder(folder: Path) -> None:
     raise ImageWriteError(f"{folder}: {where}is {kind}, not a folder", setting=Setting.OUTPUT)
 
 
-# errno -> (what happened, advice no setting can give or None, the setting that fixes it or None)
-_WRITE_REASONS: dict[int, tuple[str, str | None, Setting | None]] = {
-    errno.ENOSPC: ("no space left on the device", "free some space", None),
-    errno.EDQUOT: ("disk quota exceeded", "free some space", None),
-    errno.EACCES: ("permission denied", None, Setting.OUTPUT),
-    errno.EPERM: ("operation not permitted", None, Setting.OUTPUT),
-    errno.EROFS: ("the file system is read-only", None, Setting.OUTPUT),
-    errno.ENAMETOOLONG: ("the file name is too long", None, Setting.NAME_TEMPLATE),
-    errno.EIO: ("input/output error on the device", "check the disk", None),
+# errno -> (advice no setting can give, or None; the setting that fixes it, or None). What
+# happened is told in the system's own words (strerror), which users can search for.
+_WRITE_ADVICE: dict[int, tuple[str | None, Setting | None]] = {
+    errno.ENOSPC: ("free some space", None),
+    errno.EDQUOT: ("free some space", None),
+    errno.EACCES: (None, Setting.OUTPUT),
+    errno.EPERM: (None, Setting.OUTPUT),
+    errno.EROFS: (None, Setting.OUTPUT),
+    errno.ENAMETOOLONG: (None, Setting.NAME_TEMPLATE),
+    errno.EIO: ("check the disk", None),
 }
 
 
 def write_failure(path: Path, error: OSError) -> ImageWriteError:
     """An ImageWriteError that says what an OSError while writing `path` means for the user."""
-    default = (error.strerror or _first_line(error), "check the output folder", None)
-    reason, advice, setting = _WRITE_REASONS.get(error.errno, default)
+    advice, setting = _WRITE_ADVICE.get(error.errno, ("check the output folder", None))
+    reason = error.strerror or _first_line(error)
     message = f"{path}: cannot write the image: {reason}" + (f"; {advice}" if advice else "")
     return ImageWriteError(message, setting=setting)
 

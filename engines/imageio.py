@@ -10,6 +10,7 @@ leaves a partial file.
 
 from __future__ import annotations
 
+import io
 import math
 import stat
 import struct
@@ -17,6 +18,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import tifffile
@@ -146,15 +148,50 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
     itself. No other exception escapes for a bad file.
     """
     path = Path(path)
-    head = _open_head(path)
+    _open_head(path)
     try:
-        if head.startswith(pam.MAGIC):
-            return _read_pam(path, max_pixels)
-        return _read_with_pillow(path, max_pixels)
+        data = path.read_bytes()
+    except OSError as error:
+        raise read_failure(path, error) from None
+    return decode_image(data, max_pixels, name=str(path))
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image") -> Picture:
+    """Decode an encoded image held in memory (an object store's bytes), as `read_image` does a file.
+
+    name: how messages call the image (its path or URL).
+    Raises ImageReadError naming `name` for bytes that are not one readable still image, as
+    `read_image` does; no other exception escapes for bad bytes.
+    """
+    source = _Source(name, data)
+    if not data:
+        raise ImageReadError(f"{name}: file is empty (0 bytes); re-export or re-download it")
+    try:
+        if data.startswith(pam.MAGIC):
+            return _read_pam(source, max_pixels)
+        return _read_with_pillow(source, max_pixels)
     except ImageReadError:
         raise
     except Exception as error:  # the contract: a bad file is an ImageReadError, whatever the decoder raised
-        raise read_failure(path, error) from error
+        raise read_failure(source, error) from error
+
+
+class _Source:
+    """An image's bytes and the name messages call it by, where the decoders below once took a
+    path: `str()` gives the name, and the bytes are read as a file's would be."""
+
+    def __init__(self, name: str, data: bytes) -> None:
+        self.name = name
+        self.data = data
+
+    def __str__(self) -> str:
+        return self.name
+
+    def read_bytes(self) -> bytes:
+        return self.data
+
+    def open(self, mode: str = "rb") -> io.BytesIO:
+        return io.BytesIO(self.data)
 
 
 def _open_head(path: Path) -> bytes:
@@ -180,16 +217,16 @@ def _open_head(path: Path) -> bytes:
     return head
 
 
-def _read_pam(path: Path, max_pixels: int) -> Picture:
+def _read_pam(path: _Source, max_pixels: int) -> Picture:
     data = path.read_bytes()
     header = pam.parse_header(path, data)
     _check_size(path, (header.width, header.height), max_pixels)
     return Picture(pixels=pam.read_pixels(path, data, header))
 
 
-def _read_with_pillow(path: Path, max_pixels: int) -> Picture:
+def _read_with_pillow(path: _Source, max_pixels: int) -> Picture:
     try:
-        image = Image.open(path, formats=_PILLOW_FORMATS)
+        image = Image.open(path.open(), formats=_PILLOW_FORMATS)
     except UnidentifiedImageError:
         if _is_tiff(path):
             return _read_tiff_without_pillow(path, max_pixels)
@@ -211,7 +248,7 @@ def _read_with_pillow(path: Path, max_pixels: int) -> Picture:
     return Picture(pixels=pixels, icc_profile=icc_profile, exif=exif.tobytes() if len(exif) else None, dpi=dpi)
 
 
-def _check_pillow_tiff(path: Path, image: Image.Image) -> None:
+def _check_pillow_tiff(path: _Source, image: Image.Image) -> None:
     tags = image.tag_v2
     extra = tags.get(338, ())
     check_tiff_samples(
@@ -228,7 +265,7 @@ def _tiff_bits(image: Image.Image) -> int:
     return int(max(bits)) if isinstance(bits, tuple) and bits else int(bits) if isinstance(bits, int) else 1
 
 
-def _pillow_dpi(path: Path, image: Image.Image) -> tuple[float, float] | None:
+def _pillow_dpi(path: _Source, image: Image.Image) -> tuple[float, float] | None:
     if image.format == "TIFF":
         # Pillow reports 1 DPI for a TIFF without resolution tags; only what the file states counts.
         tags = image.tag_v2
@@ -236,7 +273,7 @@ def _pillow_dpi(path: Path, image: Image.Image) -> tuple[float, float] | None:
     return stated_dpi(path, image.info.get("dpi"))
 
 
-def _checked_pixels(path: Path, pixels: np.ndarray) -> np.ndarray:
+def _checked_pixels(path: _Source, pixels: np.ndarray) -> np.ndarray:
     """Decoded pixels as H×W×C with C 1-4, uint8 or uint16; ImageReadError otherwise."""
     pixels = _channels_last(pixels)
     if pixels.dtype not in (np.uint8, np.uint16) or pixels.ndim != 3 or not 1 <= pixels.shape[2] <= 4:
@@ -249,14 +286,14 @@ def _checked_pixels(path: Path, pixels: np.ndarray) -> np.ndarray:
     return pixels
 
 
-def _is_tiff(path: Path) -> bool:
+def _is_tiff(path: _Source) -> bool:
     with path.open("rb") as stream:
         return stream.read(4) in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
 
 
-def _read_tiff_without_pillow(path: Path, max_pixels: int) -> Picture:
+def _read_tiff_without_pillow(path: _Source, max_pixels: int) -> Picture:
     """TIFFs Pillow cannot open (16-bit gray with alpha, for one), read with tifffile alone."""
-    with tifffile.TiffFile(path) as tiff:
+    with tifffile.TiffFile(path.open()) as tiff:
         pages = [page for page in tiff.pages if not page.is_reduced]
         if len(pages) > 1:
             raise ImageReadError(
@@ -277,7 +314,7 @@ def _read_tiff_without_pillow(path: Path, max_pixels: int) -> Picture:
     return Picture(pixels=pixels, icc_profile=icc_profile, dpi=dpi)
 
 
-def _tiff_page_pixels(path: Path, page: tifffile.TiffPage) -> np.ndarray:
+def _tiff_page_pixels(path: _Source, page: tifffile.TiffPage) -> np.ndarray:
     """A TIFF page's samples as H×W×C, whether stored pixel by pixel or plane by plane."""
     pixels = page.asarray()
     axes = page.axes
@@ -288,7 +325,7 @@ def _tiff_page_pixels(path: Path, page: tifffile.TiffPage) -> np.ndarray:
     return _checked_pixels(path, pixels)
 
 
-def _tifffile_dpi(path: Path, page: tifffile.TiffPage) -> tuple[float, float] | None:
+def _tifffile_dpi(path: _Source, page: tifffile.TiffPage) -> tuple[float, float] | None:
     def value(code: int) -> object:
         tag = page.tags.get(code)
         if tag is None:
@@ -301,7 +338,7 @@ def _tifffile_dpi(path: Path, page: tifffile.TiffPage) -> tuple[float, float] | 
     return tiff_dpi(path, value(282), value(283), value(296))
 
 
-def _check_size(path: Path, size: tuple[int, int], max_pixels: int) -> None:
+def _check_size(path: _Source, size: tuple[int, int], max_pixels: int) -> None:
     width, height = size
     if width == 0 or height == 0:
         raise ImageReadError(f"{path}: image has zero size ({width}×{height}); nothing to upscale")
@@ -313,7 +350,7 @@ def _check_size(path: Path, size: tuple[int, int], max_pixels: int) -> None:
         )
 
 
-def _decode(path: Path, image: Image.Image) -> np.ndarray:
+def _decode(path: _Source, image: Image.Image) -> np.ndarray:
     """Pixels of the first frame as H×W×C uint8 or uint16."""
     if _is_16_bit(image):
         if image.format == "PNG":
@@ -321,7 +358,7 @@ def _decode(path: Path, image: Image.Image) -> np.ndarray:
 
             array = imagecodecs.png_decode(path.read_bytes())
             return _channels_last(array.astype(np.uint16, copy=False))
-        with tifffile.TiffFile(path) as tiff:
+        with tifffile.TiffFile(path.open()) as tiff:
             return _tiff_page_pixels(path, tiff.pages.first).astype(np.uint16, copy=False)
     image.load()
     mode = image.mode
@@ -430,8 +467,8 @@ def write_image(
     if taken:  # os.replace would put the image in place of a device node or fail on a folder
         raise ImageWriteError(f"{path}: is {describe_kind(path)}, not an image file", setting=Setting.OUTPUT)
     try:
-        with atomic_path(path) as temporary:
-            _encode(picture, temporary, key, quality, png_compression)
+        with atomic_path(path) as temporary, temporary.open("wb") as stream:
+            _encode(picture, stream, key, quality, png_compression)
     except OSError as error:
         raise write_failure(path, error) from None
     except Exception as error:  # an encoder's own failure is this file's failure, in one line
@@ -477,15 +514,46 @@ def _fit_format(path: Path, picture: Picture, key: str) -> Picture:
     return replace(picture, pixels=pixels, dpi=dpi)
 
 
-def _encode(picture: Picture, path: Path, key: str, quality: int, png_compression: int) -> None:
+def encode_image(
+    picture: Picture,
+    image_format: str,
+    quality: int = 95,
+    png_compression: int = 6,
+    size: tuple[int, int] | None = None,
+    name: str = "image",
+) -> bytes:
+    """The bytes `write_image` would write for the same arguments, for an object store.
+
+    image_format: a format key ('png', 'jpeg', 'webp', 'tiff', 'bmp', 'pam') or an extension.
+    name: how messages call the output (its path or URL).
+    Raises ImageWriteError for an unknown format or a picture the format cannot hold.
+    """
+    if not 0 <= png_compression <= 9:
+        raise ValueError(f"PNG compression must be 0-9, not {png_compression}")
+    key = format_for(Path(name), image_format)
+    if size is not None:
+        picture = replace(picture, pixels=resize_pixels(picture.pixels, *size))
+    picture = _fit_format(Path(name), picture, key)
+    stream = io.BytesIO()
+    try:
+        _encode(picture, stream, key, quality, png_compression)
+    except Exception as error:  # an encoder's own failure, in one line
+        raise ImageWriteError(
+            f"{name}: cannot encode the image as {FORMATS[key]} ({type(error).__name__}: {_first_line(error)})"
+        ) from error
+    return stream.getvalue()
+
+
+def _encode(picture: Picture, stream: BinaryIO, key: str, quality: int, png_compression: int) -> None:
+    """Encode to an open binary stream (a temporary file or memory): one encoder for both."""
     if key == "pam":
-        pam.write_pam(picture.pixels, path)
+        stream.write(pam.encode_pam(picture.pixels))
         return
     if picture.pixels.dtype == np.uint16:
         if key == "png":
-            _write_png16(picture, path, png_compression)
+            _write_png16(picture, stream, png_compression)
         else:
-            _write_tiff16(picture, path)
+            _write_tiff16(picture, stream)
         return
     pixels = picture.pixels
     image = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
@@ -505,10 +573,10 @@ def _encode(picture: Picture, path: Path, key: str, quality: int, png_compressio
         options["compression"] = "tiff_adobe_deflate"
     elif key == "png":
         options["compress_level"] = png_compression
-    image.save(path, format=FORMATS[key], **options)
+    image.save(stream, format=FORMATS[key], **options)
 
 
-def _write_png16(picture: Picture, path: Path, level: int) -> None:
+def _write_png16(picture: Picture, stream: BinaryIO, level: int) -> None:
     import imagecodecs  # only 16-bit PNGs need it, and it is slow to import
 
     pixels = picture.pixels
@@ -520,20 +588,20 @@ def _write_png16(picture: Picture, path: Path, level: int) -> None:
         chunks.append(_png_chunk(b"eXIf", picture.exif.removeprefix(b"Exif\0\0")))
     # Ancillary chunks go straight after IHDR: 8 bytes of signature, then IHDR's 25 bytes.
     header_end = 8 + 25
-    path.write_bytes(encoded[:header_end] + b"".join(chunks) + encoded[header_end:])
+    stream.write(encoded[:header_end] + b"".join(chunks) + encoded[header_end:])
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def _write_tiff16(picture: Picture, path: Path) -> None:
+def _write_tiff16(picture: Picture, stream: BinaryIO) -> None:
     pixels = picture.pixels
     channels = pixels.shape[2]
     photometric = "minisblack" if channels <= 2 else "rgb"
     data = pixels[:, :, 0] if channels == 1 else pixels
     tifffile.imwrite(
-        path,
+        stream,
         data,
         photometric=photometric,
         planarconfig="contig",

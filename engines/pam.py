@@ -118,10 +118,15 @@ def read_pixels(path: Path, data: bytes, header: PamHeader) -> np.ndarray:
 
 def write_pam(pixels: np.ndarray, path: Path) -> None:
     """Write H×W×C uint8 or uint16 pixels (C 1-4) as a PAM with a TUPLTYPE line."""
+    path.write_bytes(encode_pam(pixels))
+
+
+def encode_pam(pixels: np.ndarray) -> bytes:
+    """H×W×C uint8 or uint16 pixels (C 1-4) as the bytes of a PAM with a TUPLTYPE line."""
     height, width, depth = pixels.shape
     deep = pixels.dtype == np.uint16
     header = (
         f"P7\nWIDTH {width}\nHEIGHT {height}\nDEPTH {depth}\nMAXVAL {65535 if deep else 255}\n"
         f"TUPLTYPE {TUPLE_TYPES[depth]}\nENDHDR\n"
     )
-    path.write_bytes(header.encode("ascii") + pixels.astype(">u2" if deep else np.uint8).tobytes())
+    return header.encode("ascii") + pixels.astype(">u2" if deep else np.uint8).tobytes()

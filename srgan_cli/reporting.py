@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Protocol
 
 from rich.console import Console
+
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
@@ -70,7 +71,9 @@ class Reporter(Protocol):
 
     def tiles(self, source: Path, done: int, total: int) -> None: ...
 
-    def finish(self, source: Path, target: Path | None, status: str, detail: str, seconds: float) -> None: ...
+    def finish(
+        self, source: Path, target: Path | None, status: str, detail: str, seconds: float, worker: str | None = None
+    ) -> None: ...
 
     def summary(self, tally: Tally, seconds: float) -> None: ...
 
@@ -96,8 +99,10 @@ class JsonReporter:
     def tiles(self, source: Path, done: int, total: int) -> None:
         self._emit(event="progress", input=str(source), done=done, total=total, fraction=round(done / total, 4))
 
-    def finish(self, source: Path, target: Path | None, status: str, detail: str, seconds: float) -> None:
-        self._emit(
+    def finish(
+        self, source: Path, target: Path | None, status: str, detail: str, seconds: float, worker: str | None = None
+    ) -> None:
+        event: dict[str, object] = dict(
             event="result",
             input=str(source),
             output=str(target) if target else None,
@@ -105,6 +110,9 @@ class JsonReporter:
             detail=detail,
             seconds=round(seconds, 3),
         )
+        if worker is not None:
+            event["worker"] = worker
+        self._emit(**event)
 
     def summary(self, tally: Tally, seconds: float) -> None:
         self._emit(
@@ -119,7 +127,7 @@ class RichReporter:
     """A progress bar per image and one overall, then one line per result and a summary."""
 
     def __init__(self, console: Console | None = None, errors: Console | None = None) -> None:
-        self._console = console or Console()
+        self._console = console or Console(file=sys.stdout)  # this stdout, even if it is redirected later
         self._errors = errors or Console(stderr=True)
         self._progress = Progress(
             TextColumn("{task.description}", markup=False),
@@ -145,15 +153,18 @@ class RichReporter:
         if source in self._tasks:
             self._progress.update(self._tasks[source], completed=done, total=total)
 
-    def finish(self, source: Path, target: Path | None, status: str, detail: str, seconds: float) -> None:
+    def finish(
+        self, source: Path, target: Path | None, status: str, detail: str, seconds: float, worker: str | None = None
+    ) -> None:
         task = self._tasks.pop(source, None)
         if task is not None:
             self._progress.remove_task(task)
         if self._overall is not None:
             self._progress.advance(self._overall)
         if status == "done":
+            where = f" on {shown(worker)}" if worker else ""
             self._progress.console.print(
-                f"[green]✓[/] {shown(source)} → {shown(target)} [dim]{seconds:.1f} s[/]", soft_wrap=True
+                f"[green]✓[/] {shown(source)} → {shown(target)} [dim]{seconds:.1f} s{where}[/]", soft_wrap=True
             )
         elif status == "skipped":
             self._progress.console.print(f"[yellow]-[/] {shown(source)}: {shown(detail)}", soft_wrap=True)
@@ -171,3 +182,4 @@ class RichReporter:
 
     def close(self) -> None:
         self._progress.stop()
+

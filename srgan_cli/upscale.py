@@ -6,17 +6,27 @@ import os
 import sys
 import time
 import traceback
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from srgan.engines import (
+    DEFAULT_NAME,
+    IMAGE_EXTENSIONS,
     BackendKind,
+    FilePipeline,
+    FileResult,
+    FileStatus,
+    FileTask,
+    InputSurvey,
+    Job,
     LoadedModel,
+    OutputOptions,
+    OutputPlan,
+    PipelineSettings,
     Precision,
     SrganError,
     Upscaler,
@@ -24,23 +34,14 @@ from srgan.engines import (
     create_upscaler,
     default_model_path,
     format_for,
+    iter_inputs,
     load_model,
-    read_image,
-    scaled_size,
-    write_image,
-)
-
-from .advice import cli_message
-from .jobs import (
-    DEFAULT_NAME,
-    IMAGE_EXTENSIONS,
-    InputFile,
-    Job,
-    collect_inputs,
     output_is_file,
     plan_jobs,
     scale_label,
+    survey_inputs,
 )
+
 from .options import (
     check_name_template,
     tile_settings,
@@ -62,6 +63,8 @@ from .options import (
     PrecisionOption,
     TileOption,
 )
+from .advice import cli_message
+from .cluster import Address, ClusterSettings, WorkerSettings, import_ray, run_on_cluster
 from .reporting import JsonReporter, Reporter, RichReporter, Tally, printable
 from .state import CliState, UsageProblem
 
@@ -101,6 +104,37 @@ def upscale(
     engines_dir: EnginesDirOption = None,
     max_pixels: MaxPixelsOption = DEFAULT_MAX,
     json_lines: JsonOption = False,
+    cluster: Annotated[
+        Optional[str],
+        typer.Option(
+            "--cluster",
+            help="Run on Ray: local (start Ray here), auto (the cluster in RAY_ADDRESS or this machine's),"
+            " or ray://HOST:PORT. Inputs and outputs must be on storage every node sees.",
+            show_default=False,
+        ),
+    ] = None,
+    workers: Annotated[
+        Optional[int],
+        typer.Option(
+            "--workers", min=1, help="Ray workers, each with its own model; default: one per GPU, else one per node."
+        ),
+    ] = None,
+    gpus_per_worker: Annotated[
+        Optional[float],
+        typer.Option(
+            "--gpus-per-worker",
+            min=0.0,
+            help="GPUs per Ray worker (0.5 shares one between two); default 1 where the cluster has GPUs, else 0.",
+        ),
+    ] = None,
+    cpus_per_worker: Annotated[
+        Optional[float],
+        typer.Option(
+            "--cpus-per-worker",
+            min=0.25,
+            help="CPU cores per Ray worker; default: this machine's cores shared out with --cluster local, else 1.",
+        ),
+    ] = None,
 ) -> None:
     """Upscale images with the SRGAN model."""
     state: CliState = ctx.ensure_object(CliState)
@@ -108,37 +142,49 @@ def upscale(
     check_name_template(name)
     settings = tile_settings(tile, overlap, batch)
     format_key = format_for(Path("."), image_format) if image_format else None
-    files, problems = collect_inputs(inputs, recursive)
-    to_file = _check_output(output, files, len(inputs))
+    if cluster is None and (workers, gpus_per_worker, cpus_per_worker) != (None, None, None):
+        raise UsageProblem("--workers, --gpus-per-worker and --cpus-per-worker need --cluster")
+    if cluster is not None:
+        import_ray()  # before any work: a missing Ray is a one-line error
+    survey = survey_inputs(inputs, recursive)
+    to_file = _check_output(output, survey, len(inputs))
     loaded = load_model_option(model)
-    upscaler = create_upscaler(loaded, device, precision, settings, backend, engines_dir)
+    upscaler = None if cluster else create_upscaler(loaded, device, precision, settings, backend, engines_dir)
     if to_file and format_key is None:
         format_key = format_for(output)
-    label = scale_label(scale, loaded.scale)
-    jobs = problems + plan_jobs(files, output, to_file, name, label, format_key, overwrite)
+    options = OutputOptions(format_key, quality, png_compression, scale, name)
+    plan = OutputPlan(output, to_file, name, scale_label(scale, loaded.scale), format_key, overwrite)
+    jobs = plan_jobs(iter_inputs(inputs, recursive), plan, survey.digests)
     reporter: Reporter = JsonReporter() if json_lines else RichReporter()
-    tally = run_jobs(
-        jobs,
-        upscaler,
-        reporter,
-        format_key,
-        quality,
-        max_pixels,
-        str(loaded.info.path),
-        png_compression,
-        scale,
-        debug=state.debug,
-    )
+    if upscaler is not None:
+        model_label = str(loaded.info.path)
+        tally = run_jobs(jobs, survey.items, upscaler, reporter, options, max_pixels, model_label, state.debug)
+    else:
+        where = ClusterSettings(cluster or "local", workers, gpus_per_worker, cpus_per_worker)
+        worker = WorkerSettings(
+            loaded.info.path.resolve(),
+            device,
+            precision,
+            settings,
+            backend,
+            engines_dir,
+            options,
+            max_pixels,
+            cpus_per_worker or _default_cpus(where),
+        )
+        tally = run_jobs_on_cluster(
+            jobs, survey.items, where, worker, reporter, overwrite, str(loaded.info.path), state.debug
+        )
     if tally.failed:
         raise typer.Exit(1)
 
 
-def _check_output(output: Path | None, files: list[InputFile], arguments_count: int) -> bool:
+def _check_output(output: Path | None, survey: InputSurvey, arguments_count: int) -> bool:
     """Whether -o names one output file; a usage error when it cannot serve, before any work."""
     if output is None:
         return False
     try:
-        to_file = output_is_file(output, files, arguments_count)
+        to_file = output_is_file(output, survey.first, survey.files, arguments_count)
         if not to_file and not output.is_dir() and output.suffix.lower() in IMAGE_EXTENSIONS:
             raise UsageProblem(f"-o {output} names one image file, but the inputs are several; give a folder")
         check_output_folder(output.parent if to_file else output)
@@ -147,66 +193,69 @@ def _check_output(output: Path | None, files: list[InputFile], arguments_count: 
     return to_file
 
 
-def run_jobs(
-    jobs: list[Job],
-    upscaler: Upscaler,
+def _default_cpus(cluster: ClusterSettings) -> float:
+    """Cores per worker: this machine's shared out among the workers when Ray runs here, else 1."""
+    if cluster.address == Address.LOCAL.value:
+        return max(1, (os.cpu_count() or 1) // (cluster.workers or 1))
+    return 1
+
+
+def run_jobs_on_cluster(
+    jobs: Iterable[Job],
+    total: int,
+    cluster: ClusterSettings,
+    worker: WorkerSettings,
     reporter: Reporter,
-    format_key: str | None,
-    quality: int,
-    max_pixels: int,
+    overwrite: bool,
     model_label: str,
-    png_compression: int = DEFAULT_PNG_COMPRESSION,
-    out_scale: float | None = None,
     debug: bool = False,
 ) -> Tally:
-    """Process every job, reporting as it goes; a failed job never stops the others.
-
-    Any exception raised while reading, upscaling or writing one input (not only the
-    project's own errors) is that input's failure, reported in one line; `debug` also prints
-    its traceback. KeyboardInterrupt still ends the batch.
-
-    out_scale: output size as a multiple of the input's when it differs from the model's; the
-    model's output is resampled to it on the encoding thread.
-
-    Inputs are decoded ahead and results encoded on threads while the next image is upscaled,
-    so the device does not wait on codecs. Several results are encoded at once where there are
-    cores for it (a GPU upscales faster than one thread writes PNGs); they are reported in order.
-    """
+    """`run_jobs` on Ray workers: the same reports, summary and tally, each result naming its worker."""
     tally = Tally()
     started = time.perf_counter()
-    reporter.start(len(jobs), model_label, upscaler.backend.name)
-    runnable = [job for job in jobs if not _settled_without_work(job, reporter, tally)]
-    encoders = writer_threads()
+    tasks = (replace(task, skip_existing=not overwrite) for task in _runnable(jobs, reporter, tally))
     try:
-        with (
-            ThreadPoolExecutor(1, "srgan-read") as reader,
-            ThreadPoolExecutor(encoders, "srgan-write") as writer,
-        ):
-            reads = [reader.submit(read_image, job.source, max_pixels) for job in runnable[:READ_AHEAD]]
-            writing: deque[_Writing] = deque()
-            for index, job in enumerate(runnable):
-                if index + READ_AHEAD < len(runnable):
-                    reads.append(reader.submit(read_image, runnable[index + READ_AHEAD].source, max_pixels))
-                began = time.perf_counter()
-                reporter.begin(job.source)
-                try:
-                    picture = reads[index].result()
-                    pixels = upscaler.upscale(
-                        picture.pixels, progress=lambda done, total, job=job: reporter.tiles(job.source, done, total)
-                    )
-                    result = replace(picture, pixels=pixels)
-                    size = scaled_size(*picture.pixels.shape[:2], out_scale) if out_scale is not None else None
-                except Exception as error:  # one input's failure, whatever raised it
-                    _failed(job, error, began, reporter, tally, debug)
-                    continue
-                finally:
-                    reads[index] = None  # the decoded input is not needed any more
-                while writing and (len(writing) >= encoders or sum(item.nbytes for item in writing) > PENDING_BYTES):
-                    _collect(writing.popleft(), reporter, tally, debug)
-                future = writer.submit(write_image, result, job.target, format_key, quality, png_compression, size)
-                writing.append(_Writing(job, future, began, pixels.nbytes))
-            while writing:
-                _collect(writing.popleft(), reporter, tally, debug)
+        run_on_cluster(
+            tasks,
+            total,
+            model_label,
+            cluster,
+            worker,
+            reporter,
+            lambda result, name: report_result(result, reporter, tally, name or None, debug),
+        )
+    finally:
+        reporter.close()
+    reporter.summary(tally, time.perf_counter() - started)
+    return tally
+
+
+def run_jobs(
+    jobs: Iterable[Job],
+    total: int,
+    upscaler: Upscaler,
+    reporter: Reporter,
+    options: OutputOptions,
+    max_pixels: int,
+    model_label: str,
+    debug: bool = False,
+) -> Tally:
+    """Process every job through the core's pipeline, reporting as it goes; a failed job never
+    stops the others. Jobs that need no work (skipped, refused by plan) are reported as they come.
+
+    Any exception raised while reading, upscaling or writing one input (not only the project's
+    own errors) is that input's failure, reported in one line; `debug` also prints its
+    traceback. KeyboardInterrupt still ends the batch."""
+    tally = Tally()
+    started = time.perf_counter()
+    reporter.start(total, model_label, upscaler.backend.name)
+    settings = PipelineSettings(
+        readers=1, read_ahead=READ_AHEAD, encoders=writer_threads(), pending_bytes=PENDING_BYTES, max_pixels=max_pixels
+    )
+    pipeline = FilePipeline(upscaler, options, settings, _Progress(reporter))
+    try:
+        for result in pipeline.run(_runnable(jobs, reporter, tally)):
+            report_result(result, reporter, tally, debug=debug)
     finally:
         reporter.close()
     reporter.summary(tally, time.perf_counter() - started)
@@ -224,38 +273,60 @@ def writer_threads() -> int:
     return max(1, min(8, (os.cpu_count() or 2) // 2))
 
 
-@dataclass
-class _Writing:
-    job: Job
-    future: Future
-    began: float
-    nbytes: int
+class _Progress:
+    """The pipeline's per-file events, passed on to a reporter."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        self.reporter = reporter
+
+    def begin(self, task: FileTask) -> None:
+        self.reporter.begin(task.source)
+
+    def tiles(self, task: FileTask, done: int, total: int) -> None:
+        self.reporter.tiles(task.source, done, total)
 
 
-def _settled_without_work(job: Job, reporter: Reporter, tally: Tally) -> bool:
-    """Report a job that fails by plan or is skipped; True when nothing is left to do for it."""
-    if job.problem is not None or job.target is None:
-        reporter.begin(job.source)
-        _failed(job, job.problem or f"{job.source}: no output planned", time.perf_counter(), reporter, tally)
-        return True
-    if job.skip:
-        reporter.begin(job.source)
-        tally.skipped += 1
-        reporter.finish(job.source, job.target, "skipped", f"{job.target} exists", 0.0)
-        return True
-    return False
+def _runnable(jobs: Iterable[Job], reporter: Reporter, tally: Tally) -> Iterator[FileTask]:
+    """The jobs that need work, as tasks; the others are reported on the way."""
+    for job in jobs:
+        if job.problem is not None or job.target is None:
+            reporter.begin(job.source)
+            reason = cli_message(job.problem) if job.problem is not None else f"{job.source}: no output planned"
+            _count(tally, FileStatus.FAILED, reason)
+            reporter.finish(job.source, job.target, "failed", reason, 0.0)
+        elif job.skip:
+            reporter.begin(job.source)
+            _count(tally, FileStatus.SKIPPED, "")
+            reporter.finish(job.source, job.target, "skipped", f"{job.target} exists", 0.0)
+        else:
+            yield FileTask(job.source, job.target)
 
 
-def _failed(
-    job: Job, failure: str | BaseException, began: float, reporter: Reporter, tally: Tally, debug: bool = False
+def report_result(
+    result: FileResult, reporter: Reporter, tally: Tally, worker: str | None = None, debug: bool = False
 ) -> None:
-    reason = failure if isinstance(failure, str) else failure_reason(job.source, failure)
-    if debug and isinstance(failure, BaseException):
-        # Rich's live display passes stderr writes through above the progress bars.
-        sys.stderr.write(printable("".join(traceback.format_exception(failure)), keep_newlines=True))
-    tally.failed += 1
-    tally.failures.append(reason)
-    reporter.finish(job.source, job.target, "failed", reason, time.perf_counter() - began)
+    """Count a pipeline result and tell the reporter; `worker` names the cluster worker that did it."""
+    error = result.error
+    if result.status is FileStatus.FAILED and error is not None:
+        detail = failure_reason(result.task.source, error)
+        if debug:
+            # Rich's live display passes stderr writes through above the progress bars.
+            sys.stderr.write(printable("".join(traceback.format_exception(error)), keep_newlines=True))
+    else:
+        detail = result.detail
+    _count(tally, result.status, detail)
+    task = result.task
+    reporter.finish(task.source, task.target, result.status.value, detail, result.seconds, worker)
+
+
+def _count(tally: Tally, status: FileStatus, detail: str) -> None:
+    if status is FileStatus.DONE:
+        tally.done += 1
+    elif status is FileStatus.SKIPPED:
+        tally.skipped += 1
+    else:
+        tally.failed += 1
+        tally.failures.append(detail)
 
 
 def failure_reason(source: Path, error: BaseException) -> str:
@@ -267,14 +338,3 @@ def failure_reason(source: Path, error: BaseException) -> str:
     text = str(error).strip().splitlines()
     detail = f"{type(error).__name__}: {text[0][:160]}" if text else type(error).__name__
     return f"{source}: failed unexpectedly ({detail}); run with --debug for the traceback"
-
-
-def _collect(writing: _Writing, reporter: Reporter, tally: Tally, debug: bool = False) -> None:
-    """Wait for a result being written and report it."""
-    try:
-        writing.future.result()
-    except Exception as error:  # one input's failure, whatever raised it
-        _failed(writing.job, error, writing.began, reporter, tally, debug)
-        return
-    tally.done += 1
-    reporter.finish(writing.job.source, writing.job.target, "done", "", time.perf_counter() - writing.began)

@@ -8,9 +8,7 @@ import fnmatch
 from collections.abc import Sequence
 from pathlib import Path
 
-from srgan.engines import DeviceOutOfMemory
-
-from ..jobs import IMAGE_EXTENSIONS
+from srgan.engines import IMAGE_EXTENSIONS, DeviceOutOfMemory
 
 # Names that editors, browsers, downloaders and copy tools give files still being written.
 TEMPORARY_PATTERNS = ("*.partial", "*.part", "*.tmp", "*.temp", "*.crdownload", "*.download", "*.swp", "*~", "#*#")

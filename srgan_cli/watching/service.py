@@ -1,8 +1,9 @@
 """The watch service: filesystem events in, one inference worker, atomic outputs, a journal.
 
-Threads: watchdog's observer notes changes; a small pool hashes and decodes ready files ahead
-of the worker; the calling thread runs every upscale, so the model is used by one thread only;
-another pool encodes and writes results. The journal and the reporter are only touched from the
+Threads: watchdog's observer notes changes; the core's `FilePipeline` hashes and decodes ready
+files ahead on two reader threads (with a loader that also consults the journal and plans the
+output), runs every upscale on the calling thread, so the model is used by one thread only, and
+encodes results on two more. The journal is written and the reporter called only from the
 calling thread.
 
 Whatever goes wrong with one file is that file's result, never the watcher's end: a failure of
@@ -16,8 +17,8 @@ import os
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -26,10 +27,25 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from srgan.engines import Picture, SrganError, Upscaler, read_image, scaled_size, write_image
+from srgan.engines import (
+    FilePipeline,
+    FileResult,
+    FileSkipped,
+    FileStatus,
+    FileTask,
+    InputFile,
+    OutputOptions,
+    OutputPlan,
+    Picture,
+    PipelineSettings,
+    SrganError,
+    Upscaler,
+    output_path,
+    read_image,
+    scale_label,
+)
 
 from ..advice import cli_message
-from ..jobs import InputFile, output_path, scale_label
 from .files import ChangedWhileRead, NotRegularFile, Snapshot, claim, leftover_claims, move_aside, snapshot, unchanged
 from .journal import Journal, Status, WatchStateError
 from .settings import WatchSettings, folder_identity, remove_partials, resolve_folders
@@ -97,12 +113,17 @@ class _Prepared:
     recorded: bool = False  # a `started` record was written for it
 
 
-@dataclass
-class _Written:
-    prepared: _Prepared
-    output: Path
-    started: float
-    future: Future = field(repr=False)  # type: ignore[type-arg]
+class _Changed(Exception):
+    """The file changed while it was read: wait for it to settle again."""
+
+
+class _Unplanned(Exception):
+    """No output can be planned for the file; `machine`: the machine is at fault (retry later)."""
+
+    def __init__(self, reason: str, machine: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.machine = machine
 
 
 def _stat(path: Path) -> tuple[int, int] | None:
@@ -277,9 +298,8 @@ class WatchService:
         path = prepared.path
         label = scale_label(settings.out_scale, self.upscaler.scale)
         try:
-            output = output_path(
-                InputFile(path, settings.in_dir), settings.out_dir, settings.name_template, label, settings.format_key
-            )
+            plan = OutputPlan(settings.out_dir, False, settings.name_template, label, settings.format_key)
+            output = output_path(InputFile(path, settings.in_dir), plan)
         except Exception as error:  # a name the template cannot make from this file
             return None, f"{path}: cannot make an output name from it ({describe(error, path)})", False
         problem = output_problem(output, settings.in_dir, settings.out_dir, self.excluded)
@@ -417,107 +437,111 @@ class WatchService:
 
     def _loop(self, stop: threading.Event) -> None:
         settings = self.settings
-        decoding: deque[Future[_Prepared]] = deque()
-        writing: list[_Written] = []
+        options = OutputOptions(settings.format_key, settings.quality, settings.png_compression, settings.out_scale)
+        threads = PipelineSettings(readers=2, read_ahead=settings.prefetch, encoders=2, max_pixels=settings.max_pixels)
+        self._pipeline = FilePipeline(self.upscaler, options, threads, self, self._load, self._target)
+        for result in self._pipeline.run(self._ready_tasks(stop), stop=stop):
+            self._settled(result)
+        while self._notes:
+            self.reporter.warning(self._notes.popleft())
+
+    def _ready_tasks(self, stop: threading.Event) -> Iterator[FileTask | None]:
+        """Ready files as tasks, None while none is ready; ends on `stop`, or with `once` when all is done.
+
+        Runs on the calling thread between files, so it also passes on notes and checks the folders.
+        """
+        settings = self.settings
         checked = time.monotonic()
-        with (
-            ThreadPoolExecutor(2, thread_name_prefix="srgan-decode") as decoder,
-            ThreadPoolExecutor(2, thread_name_prefix="srgan-encode") as encoder,
-        ):
-            while not stop.is_set():
-                busy = False
-                if len(decoding) < settings.prefetch:
-                    for path in self._ready(settings.prefetch - len(decoding)):
-                        decoding.append(decoder.submit(self._prepare, path))
-                if decoding and decoding[0].done():
-                    busy = True
-                    written = self._upscale(decoding.popleft().result(), encoder, len(decoding))
-                    if written is not None:
-                        writing.append(written)
-                writing = self._collect(writing)
-                while self._notes:
-                    self.reporter.warning(self._notes.popleft())
-                if settings.once and not decoding and not writing and not self._has_pending():
-                    break
-                if not settings.once and time.monotonic() - checked >= _FOLDER_CHECK_SECONDS:
-                    checked = time.monotonic()
-                    self._check_folders()
-                if not busy:
-                    time.sleep(0.05)
-            for future in decoding:
-                future.cancel()
-            for written in writing:
-                written.future.exception()
-            self._collect(writing)
+        while not stop.is_set():
+            while self._notes:
+                self.reporter.warning(self._notes.popleft())
+            if not settings.once and time.monotonic() - checked >= _FOLDER_CHECK_SECONDS:
+                checked = time.monotonic()
+                self._check_folders()
+            ready = self._ready(1)
+            if ready:
+                path = ready[0]
+                prepared = _Prepared(path, os.path.relpath(path, settings.in_dir))
+                yield FileTask(path, path, key=prepared)  # `_target` plans the real one
+                continue
+            if settings.once and not self._has_pending() and not self._has_in_flight():
+                return
+            yield None
+
+    def _load(self, task: FileTask) -> Picture:
+        """Hash, check the journal and decode a ready file (on a reader thread).
+
+        Raises FileSkipped (nothing to do), _Changed (read while changing), or whatever reading raised.
+        """
+        prepared = task.key
+        assert isinstance(prepared, _Prepared)
+        try:
+            self._read(prepared)
+        except Exception:
+            if prepared.changed:
+                raise _Changed() from None
+            raise
+        if prepared.skip:
+            raise FileSkipped(prepared.skip)
+        if prepared.changed:
+            raise _Changed()
+        assert prepared.picture is not None  # read without another outcome
+        picture, prepared.picture = prepared.picture, None  # the pipeline holds it from here
+        return picture
+
+    def _target(self, task: FileTask) -> Path:
+        """Plan a file's output on this thread, right before its upscale, so that the journal
+        already holds every earlier file's claim; _Unplanned when none can be planned."""
+        prepared = task.key
+        assert isinstance(prepared, _Prepared)
+        output, problem, machine = self._plan(prepared)
+        if output is None:
+            raise _Unplanned(problem, machine)
+        return output
+
+    # The pipeline's observer: called on this thread as each upscale begins.
+    def begin(self, task: FileTask) -> None:
+        prepared = task.key
+        assert isinstance(prepared, _Prepared) and prepared.taken is not None
+        self.journal.started(prepared.source, prepared.taken.digest, str(task.target))
+        prepared.recorded = True
+        self.reporter.processing(prepared.source, self._pipeline.queued)
+
+    def tiles(self, task: FileTask, done: int, total: int) -> None:
+        pass
+
+    def _settled(self, result: FileResult) -> None:
+        """Record what became of a file: journal, tally, the input's fate and the reporter."""
+        prepared = result.task.key
+        assert isinstance(prepared, _Prepared)
+        self._release(prepared.path)
+        error = result.error
+        if result.status is FileStatus.SKIPPED:
+            if prepared.skip != "vanished":
+                self.tally.skipped += 1
+        elif result.status is FileStatus.DONE:
+            self._succeeded(prepared, result.task.target, result.seconds)
+        elif isinstance(error, _Changed):
+            self._settle(prepared.path)  # still being written after all: try again once it settles
+        elif isinstance(error, _Unplanned):
+            if error.machine:
+                self._defer(prepared, error.reason)
+            else:
+                self._fail(prepared, error.reason)
+        elif error is not None:
+            self._failure(prepared, error)
 
     def _has_pending(self) -> bool:
         with self._lock:
             return bool(self._pending)
 
+    def _has_in_flight(self) -> bool:
+        with self._lock:
+            return bool(self._in_flight)
+
     def _release(self, path: Path) -> None:
         with self._lock:
             self._in_flight.discard(path)
-
-    def _upscale(self, prepared: _Prepared, encoder: ThreadPoolExecutor, queued: int) -> _Written | None:
-        """Run the model on a prepared file and hand its result to the encoder; None when there is
-        nothing to write (skipped, changed, failed or deferred), and then the file is released."""
-        output = self._settle_outcome(prepared)
-        if output is None:
-            self._release(prepared.path)
-            return None
-        taken, picture = prepared.taken, prepared.picture
-        assert taken is not None and picture is not None  # a prepared file without another outcome
-        self.journal.started(prepared.source, taken.digest, str(output))
-        prepared.recorded = True
-        self.reporter.processing(prepared.source, queued)
-        started = time.perf_counter()
-        try:
-            pixels = self.upscaler.upscale(picture.pixels)
-        except Exception as error:  # any failure on this image is this file's failure
-            self._release(prepared.path)
-            self._failure(prepared, error)
-            return None
-        result = replace(picture, pixels=pixels)
-        settings = self.settings
-        size = scaled_size(*picture.pixels.shape[:2], settings.out_scale) if settings.out_scale is not None else None
-        future = encoder.submit(
-            write_image, result, output, settings.format_key, settings.quality, settings.png_compression, size
-        )
-        return _Written(prepared, output, started, future)
-
-    def _settle_outcome(self, prepared: _Prepared) -> Path | None:
-        """Deal with a prepared file that has nothing to upscale; else return its output path."""
-        if prepared.skip:
-            if prepared.skip != "vanished":
-                self.tally.skipped += 1
-        elif prepared.changed:
-            self._settle(prepared.path)  # still being written after all: try again once it settles
-        elif prepared.error is not None:
-            self._failure(prepared, prepared.error)
-        else:
-            output, problem, machine = self._plan(prepared)
-            if output is not None:
-                return output
-            if machine:
-                self._defer(prepared, problem)
-            else:
-                self._fail(prepared, problem)
-        return None
-
-    def _collect(self, writing: list[_Written]) -> list[_Written]:
-        still = []
-        for written in writing:
-            if not written.future.done():
-                still.append(written)
-                continue
-            prepared = written.prepared
-            self._release(prepared.path)
-            error = written.future.exception()
-            if error is not None:
-                self._failure(prepared, error)
-                continue
-            self._succeeded(prepared, written.output, time.perf_counter() - written.started)
-        return still
 
     def _succeeded(self, prepared: _Prepared, output: Path, seconds: float) -> None:
         assert prepared.taken is not None

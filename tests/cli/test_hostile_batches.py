@@ -12,7 +12,8 @@ import torch
 from PIL import PngImagePlugin
 
 from srgan.cli import upscale as upscale_module
-from srgan.cli.jobs import InputFile, output_path
+from srgan.engines import pipeline as pipeline_module
+from srgan.engines import InputFile, OutputPlan, output_path
 from srgan.engines import Backend, ImageWriteError, read_image
 from tests.cli.test_upscale import files_in, save, srgan
 from tests.engines.forge import RATIONAL, SHORT, pam_bytes, png_bytes, tiff_bytes
@@ -110,14 +111,14 @@ def test_an_exception_of_any_type_is_one_files_failure(tmp_path, tiny_model_file
 
 
 def test_a_failure_while_writing_is_one_files_failure(tmp_path, tiny_model_file, monkeypatch):
-    write = upscale_module.write_image
+    write = pipeline_module.write_image
 
     def write_or_fail(picture, path, *arguments):
         if path.name == "b_x4.png":
             raise KeyError("encoder state")  # an encoder bug, not one of srgan's errors
         write(picture, path, *arguments)
 
-    monkeypatch.setattr(upscale_module, "write_image", write_or_fail)
+    monkeypatch.setattr(pipeline_module, "write_image", write_or_fail)
     faulty_batch(tmp_path / "in")
     result = srgan("upscale", tmp_path / "in", "-o", tmp_path / "out", "-m", tiny_model_file, "--json")
     assert result.exit_code == 1
@@ -241,14 +242,15 @@ def test_good_name_templates_name_the_outputs(tmp_path, tiny_model_file, photo, 
 def test_an_output_path_never_leaves_its_folder(tmp_path):
     item = InputFile(tmp_path / "in" / "photo.png")
     with pytest.raises(ImageWriteError, match="leads outside"):
-        output_path(item, tmp_path / "out", "../{stem}", "4", None)  # what the template check stops first
+        # what the template check stops first
+        output_path(item, OutputPlan(tmp_path / "out", False, "../{stem}", "4", None))
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "sub").symlink_to(elsewhere)
     mirrored = InputFile(tmp_path / "in" / "sub" / "photo.png", root=tmp_path / "in")
     with pytest.raises(ImageWriteError, match="leads outside"):
-        output_path(mirrored, tmp_path / "out", "{stem}", "4", None)
+        output_path(mirrored, OutputPlan(tmp_path / "out", False, "{stem}", "4", None))
 
 
 def test_a_linked_subfolder_that_leads_out_fails_that_file_only(tmp_path, tiny_model_file):
@@ -280,7 +282,7 @@ def test_names_too_long_for_the_file_system_fail_alone(tmp_path, tiny_model_file
     result = srgan("upscale", folder, too_long_input, "-o", tmp_path / "out", "-m", tiny_model_file)
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert f"{too_long_input}: cannot be read (File name too long)" in result.stderr
-    assert "its output name cannot be used (File name too long); choose a shorter --name" in result.stderr
+    assert "its output name cannot be used (File name too long); change --name" in result.stderr
     assert files_in(tmp_path / "out") == {"ok_x4.png"}
     kept = srgan("upscale", folder, "-o", tmp_path / "kept", "--name", "{stem}", "-m", tiny_model_file)
     assert kept.exit_code == 0, kept.output  # a 254-byte name is written; its temporary name is shortened

@@ -32,8 +32,9 @@ from tests.watch.harness import Running, journal_done, small_png, start_watch_pr
 
 
 class FaultyBackend(Backend):
-    """The real CPU backend, failing the way a compiled backend can (a raw RuntimeError, not the
-    project's error) on tiles that are pure white, and running `hook` before its first batch."""
+    """The real CPU backend, raising a raw RuntimeError on tiles that are pure white, and running
+    `hook` before its first batch. It overrides `infer` itself, past the core's mapping of runtime
+    errors, to stand for any exception the core lets through: the watcher must survive all."""
 
     def __init__(self, inner: Backend, hook: Callable[[], None] | None = None) -> None:
         self.inner = inner
@@ -46,11 +47,10 @@ class FaultyBackend(Backend):
             hook()
         if batch.min() > 0.99:
             raise RuntimeError("CUDA error: an illegal memory access was encountered\nsecond line")
-        return self.inner.infer(batch)
+        return self._infer(batch)
 
-    # `infer` itself is overridden, bypassing the base class's mapping to BackendError, as a
-    # backend from outside the core could: the watch service must survive even that.
-    _infer = infer
+    def _infer(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.inner.infer(batch)
 
 
 def faulty_upscaler(model: Path, hook: Callable[[], None] | None = None) -> Upscaler:
@@ -360,7 +360,7 @@ def test_a_full_disk_defers_the_input_and_it_is_done_once_space_is_freed(tiny_mo
     finally:
         running.close()
     details = [detail for source, status, detail in running.recorder.results if status == "deferred"]
-    assert all("No space left on device" in detail and "retrying" in detail for detail in details)
+    assert all("no space left" in detail.lower() and "retrying" in detail for detail in details), details
     assert running.recorder.statuses()[("text.png", "failed")] == 1
     log = (out_dir / ".srgan-watch" / "failures.log").read_text()
     assert "text.png" in log and "big.png" not in log
