@@ -171,7 +171,7 @@ def choose_precision(
     AUTO on CUDA is fp16, else bf16, else fp32, whichever the model supports first; on a CPU it
     is bf16 where the CPU executes bf16 natively (`native_cpu_bf16`), the model supports it and
     its measured bf16 cost (`bf16_cost_db`, PSNR-Y dB lost on the held-out crops; None when it
-    was never measured) is at most BF16_COST_LIMIT_DB, and fp32 otherwise.
+    was never measured) is known and at most BF16_COST_LIMIT_DB, and fp32 otherwise.
     Raises BackendError for fp16 on a CPU, which PyTorch runs slowly and inexactly there, and for
     a precision the model (named `model` in the message) does not support.
     """
@@ -200,12 +200,19 @@ def choose_precision(
         return PrecisionChoice(Precision.FP32, "this CPU has no native bf16 (AVX512-BF16, AMX or Arm BF16)")
     if Precision.BF16 not in supported:
         return PrecisionChoice(Precision.FP32, "the model does not run correctly in bf16")
-    if bf16_cost_db is not None and bf16_cost_db > BF16_COST_LIMIT_DB:
+    if bf16_cost_db is None:
+        # Unmeasured models stay in fp32: SwinIR converted to bf16, for one, fails on the CPU
+        # (buffers computed in fp32 meet bf16 weights), and bf16's quality cost is per model.
+        return PrecisionChoice(
+            Precision.FP32, f"native bf16 on this CPU ({feature}), but its cost was not measured for this model"
+        )
+    if bf16_cost_db > BF16_COST_LIMIT_DB:
         return PrecisionChoice(
             Precision.FP32, f"bf16 costs this model {bf16_cost_db:.3f} dB PSNR-Y, over {BF16_COST_LIMIT_DB} dB"
         )
-    measured = "not measured for this model" if bf16_cost_db is None else f"measured cost {bf16_cost_db:.3f} dB"
-    return PrecisionChoice(Precision.BF16, f"native bf16 on this CPU ({feature}); {measured}")
+    return PrecisionChoice(
+        Precision.BF16, f"native bf16 on this CPU ({feature}); measured cost {bf16_cost_db:.3f} dB PSNR-Y"
+    )
 
 
 def resolve_precision(

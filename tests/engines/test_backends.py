@@ -53,9 +53,11 @@ AVX512_ONLY = {"architecture": "x86_64", "avx2": True, "avx512_f": True, "avx512
 )
 def test_auto_on_a_cpu_is_bf16_only_where_the_cpu_reports_native_bf16(monkeypatch, capabilities, expected):
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: capabilities)
-    choice = choose_precision(Precision.AUTO, CPU)
+    choice = choose_precision(Precision.AUTO, CPU, bf16_cost_db=0.01)
     assert choice.precision is expected
     assert ("no native bf16" in choice.reason) == (expected is Precision.FP32)
+    unmeasured = choose_precision(Precision.AUTO, CPU)
+    assert unmeasured.precision is Precision.FP32
     assert resolve_precision(Precision.AUTO, torch.device("cuda")) is Precision.FP16
     assert resolve_precision(Precision.FP32, CPU) is Precision.FP32
 
