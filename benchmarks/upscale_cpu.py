@@ -1,22 +1,35 @@
-"""CPU throughput and memory of the tiled-inference core against a naive baseline.
+"""CPU throughput of the tiled-inference core against a naive baseline, as a share of the CPU's peak.
 
 Prints, from one run on this machine:
-  * output megapixels per second of the paper's 16-block, 64-channel generator, through
-    `Upscaler` with default settings (fp32 and bf16) and through a naive baseline (the whole
-    image at once, NCHW, eager, BatchNorm not folded; same weights), and their ratios. The
-    naive baseline runs in a fresh process, as a plain PyTorch script would; it is also shown
-    with the allocator setting the CPU backend makes, to separate that gain from tiling's;
+  * the CPU (model, the flags that matter, cores) and its fp32 FMA peak (benchmarks/cpu_peak.py);
+  * output megapixels per second of the paper's 16-block, 64-channel generator, through a naive
+    baseline (the whole image at once, NCHW, eager, BatchNorm not folded; same weights; in a
+    fresh process, as a plain PyTorch script runs) and through `Upscaler` in fp32, in bf16, with
+    `--precision auto --backend auto` (what `srgan upscale` does by default), and with an
+    AOTInductor package (--compiled builds one first); each with its ratio to naive and the
+    share of the fp32 peak its convolutions reach (bf16 can pass 100%: it is not fp32 work);
+  * end to end, fresh processes: `srgan upscale` of a PNG (start-up, model load, decode, encode
+    included), with its defaults and with --precision fp32, against a naive script that loads
+    the same weights, reads the PNG with PIL, runs the whole image and writes a PNG;
   * the peak resident memory of `srgan upscale` on a 2000×1500 PNG, in a fresh process.
 
-Targets (issue 2): Upscaler ≥ 2× naive, ≥ 0.4 output Mpx/s, peak RSS ≤ 1.0 GB.
+Paths are timed in turns (one of each, then again), best of --repeats after a warm-up turn, so
+a machine shared with other work favours none of them; the load average is printed too. On a
+machine whose cores are busy with other work, `--threads 1 --cpu-time` times CPU seconds of one
+thread instead of wall seconds: what the code costs, without the waits that sharing adds (with
+two threads, every parallel operation waits for the slower thread's next time slice).
 
-    python benchmarks/upscale_cpu.py [--width 512 --height 384 --repeats 2 --tile N --skip-rss]
+Targets (issues 2 and 15): Upscaler fp32 ≥ 2× naive and ≥ 60% of the fp32 peak; `srgan upscale`
+≥ 2× the naive script end to end; peak RSS ≤ 1.0 GB.
+
+    python benchmarks/upscale_cpu.py [--width 512 --height 384 --repeats 2 --tile N --compiled --skip-rss]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -28,6 +41,7 @@ import torch
 from PIL import Image
 
 from srgan.engines import (
+    EngineCache,
     GeneratorConfig,
     Precision,
     SRGANGenerator,
@@ -36,6 +50,25 @@ from srgan.engines import (
     load_model,
     save_model,
 )
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cpu_peak import describe_cpu, network_gflop_per_output_mpx  # noqa: E402
+
+NAIVE_SCRIPT = """
+import sys
+import numpy as np, torch
+from PIL import Image
+from safetensors.torch import load_file
+from srgan.engines import GeneratorConfig, SRGANGenerator
+generator = SRGANGenerator(GeneratorConfig(scale=4, blocks=16, channels=64, batchnorm=True))
+generator.load_state_dict(load_file(sys.argv[1]), strict=False)
+generator.eval()
+pixels = np.asarray(Image.open(sys.argv[2]).convert("RGB"))
+with torch.no_grad():
+    image = torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None].float().div(255)
+    result = generator(image).clamp(0, 1).mul(255).round().byte()[0].permute(1, 2, 0).numpy()
+Image.fromarray(result).save(sys.argv[3])
+"""
 
 RSS_SCRIPT = """
 import resource, subprocess, sys
@@ -67,12 +100,29 @@ def photo_like(height: int, width: int, seed: int = 0) -> np.ndarray:
 
 def timed(function, repeats: int) -> float:
     """Best wall time of `repeats` calls after one warm-up call, in seconds."""
-    function()
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        function()
-        best = min(best, time.perf_counter() - started)
+    return timed_in_turns({"only": function}, repeats)["only"]
+
+
+def clock() -> float:
+    """Wall seconds, or with --cpu-time CPU seconds of this process and its finished children."""
+    if not CPU_TIME:
+        return time.perf_counter()
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+CPU_TIME = "--cpu-time" in sys.argv
+
+
+def timed_in_turns(functions: dict[str, object], repeats: int) -> dict[str, float]:
+    """Best time of each function (see `clock`), calling them in turns: a warm-up turn, then `repeats`."""
+    best = {name: float("inf") for name in functions}
+    for turn in range(repeats + 1):
+        for name, function in functions.items():
+            started = clock()
+            function()
+            if turn:
+                best[name] = min(best[name], clock() - started)
     return best
 
 
@@ -98,6 +148,8 @@ def naive_seconds_in_fresh_process(args: argparse.Namespace) -> float:
         str(args.height),
         "--repeats",
         str(args.repeats),
+        *(["--cpu-time"] if args.cpu_time else []),
+        *(["--threads", str(args.threads)] if args.threads else []),
     ]
     result = subprocess.run(command, capture_output=True, text=True, check=True)
     return float(result.stdout.split()[-1])
@@ -137,10 +189,19 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=384, help="input height for the throughput runs")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--tile", type=int, default=None, help="tile size instead of the CPU default")
+    parser.add_argument("--compiled", action="store_true", help="build an AOTInductor package and time it too")
+    parser.add_argument("--fma-units", type=int, default=2, help="FMA units per core, for the peak")
+    parser.add_argument("--clock-ghz", type=float, default=None, help="core clock for the peak (default: measured)")
     parser.add_argument("--skip-rss", action="store_true", help="skip the peak-RSS run")
     parser.add_argument("--skip-speed", action="store_true", help="skip the throughput runs")
+    parser.add_argument("--skip-end-to-end", action="store_true", help="skip the srgan upscale runs")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--cpu-time", action="store_true", help="time CPU seconds, not wall seconds (see above)")
     parser.add_argument("--naive-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # for the fresh processes
 
     generator = make_generator()
     image = photo_like(args.height, args.width)
@@ -148,35 +209,79 @@ def main() -> None:
         print(naive_seconds(generator, image, args.repeats))
         return
     output_mpx = image.shape[0] * image.shape[1] * 16 / 1e6
+    cpu = describe_cpu(fma_units=args.fma_units, clock_ghz=args.clock_ghz)
+    gflop = network_gflop_per_output_mpx(generator, 4)
+    print(cpu.header())
+    print(f"timing: {'CPU seconds' if args.cpu_time else 'wall seconds'}, {torch.get_num_threads()} threads")
+    print(
+        f"torch {torch.__version__}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; input"
+        f" {args.width}×{args.height} → {output_mpx:.2f} output Mpx; {gflop:.3f} GFLOP of convolutions per"
+        f" output Mpx; tile {args.tile or 'default'}"
+    )
     with tempfile.TemporaryDirectory() as folder:
         model_path = Path(folder) / "bench.safetensors"
         save_model(model_path, generator, {"note": "random weights for benchmarking"})
-        print(
-            f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; "
-            f"input {args.width}×{args.height} → {output_mpx:.2f} output Mpx; tile {args.tile or 'default'},"
-            f" {TileSettings()}"
-        )
-        if args.skip_speed:
-            print_rss(args, model_path, Path(folder))
-            return
-        naive = output_mpx / naive_seconds_in_fresh_process(args)
-        # Creating the CPU backends applies their allocator setting to this process.
-        upscalers = {
-            precision: create_upscaler(load_model(model_path), "cpu", precision, TileSettings(tile_size=args.tile))
-            for precision in (Precision.FP32, Precision.BF16)
-        }
-        rows = [
-            ("naive: whole image, NCHW, BN, fp32", naive),
-            ("naive, with the backend's allocator setting", output_mpx / naive_seconds(generator, image, args.repeats)),
-        ]
-        for precision, upscaler in upscalers.items():
-            seconds = timed(lambda: upscaler.upscale(image), args.repeats)
-            tiles = f"tile {args.tile}" if args.tile else "default tiles"
-            rows.append((f"Upscaler {tiles}, {precision.value}", output_mpx / seconds))
-        print(f"{'path':46} {'out Mpx/s':>10} {'vs naive':>9}")
-        for label, rate in rows:
-            print(f"{label:46} {rate:10.3f} {rate / naive:8.2f}×")
+        if not args.skip_speed:
+            print_speed(args, model_path, Path(folder), image, cpu.gflops, gflop)
+        if not args.skip_end_to_end:
+            print_end_to_end(args, model_path, Path(folder), image)
         print_rss(args, model_path, Path(folder))
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
+
+
+def print_speed(args, model_path: Path, folder: Path, image: np.ndarray, peak: float, gflop: float) -> None:
+    """The throughput table: naive, fp32, bf16, auto, compiled; Mpx/s, ratio to naive, share of peak."""
+    output_mpx = image.shape[0] * image.shape[1] * 16 / 1e6
+    naive = output_mpx / naive_seconds_in_fresh_process(args)
+    settings = TileSettings(tile_size=args.tile)
+    engines = folder / "engines"
+    model = load_model(model_path)
+    upscalers = {
+        "Upscaler fp32": create_upscaler(model, "cpu", Precision.FP32, settings, "eager"),
+        "Upscaler bf16": create_upscaler(model, "cpu", Precision.BF16, settings, "eager"),
+    }
+    if args.compiled:
+        started = time.perf_counter()
+        compiled = create_upscaler(model, "cpu", Precision.AUTO, settings, "compiled", engines)
+        upscalers[f"compiled {compiled.backend.precision.value} (built in {time.perf_counter() - started:.0f} s)"] = (
+            compiled
+        )
+        for package in engines.glob("compiled/*/*.pt2"):
+            timing = EngineCache.timing_of(package)
+            if timing is not None:
+                print(
+                    f"recorded at build (wall, one {timing.tile_size}² tile): compiled {timing.engine_seconds:.3f} s,"
+                    f" eager {timing.eager_seconds:.3f} s ({timing.speedup:.2f}×), loading {timing.load_seconds:.2f} s"
+                )
+    auto = create_upscaler(model, "cpu", Precision.AUTO, settings, "auto", engines)
+    upscalers[f"auto ({auto.backend.name})"] = auto
+    seconds = timed_in_turns({label: (lambda u=u: u.upscale(image)) for label, u in upscalers.items()}, args.repeats)
+    rows = [("naive: whole image, NCHW, BN, fp32", naive)]
+    rows += [(label, output_mpx / value) for label, value in seconds.items()]
+    print(f"{'path':46} {'out Mpx/s':>10} {'vs naive':>9} {'of fp32 peak':>13}")
+    for label, rate in rows:
+        print(f"{label:46} {rate:10.3f} {rate / naive:8.2f}× {rate * gflop / peak:12.0%}")
+
+
+def print_end_to_end(args, model_path: Path, folder: Path, image: np.ndarray) -> None:
+    """`srgan upscale` against the naive script, fresh processes, in turns."""
+    source = folder / "e2e_input.png"
+    Image.fromarray(image).save(source)
+    srgan = [sys.executable, "-m", "srgan.cli", "upscale", str(source), "--model", str(model_path), "--overwrite"]
+    commands = {
+        "naive script (PIL, whole image, fp32)": [
+            sys.executable, "-c", NAIVE_SCRIPT, str(model_path), str(source), str(folder / "naive.png")
+        ],
+        "srgan upscale (defaults)": [*srgan, "-o", str(folder / "auto.png")],
+        "srgan upscale --precision fp32": [*srgan, "-o", str(folder / "fp32.png"), "--precision", "fp32"],
+    }
+    runs = {label: (lambda c=c: subprocess.run(c, capture_output=True, check=True)) for label, c in commands.items()}
+    seconds = timed_in_turns(runs, args.repeats)
+    naive = seconds["naive script (PIL, whole image, fp32)"]
+    unit = "CPU s" if args.cpu_time else "s"
+    print(f"end to end, {image.shape[1]}×{image.shape[0]} PNG → PNG, fresh processes:")
+    for label, value in seconds.items():
+        print(f"  {label:44} {value:7.1f} {unit:5} {naive / value:8.2f}×")
 
 
 def print_rss(args: argparse.Namespace, model_path: Path, folder: Path) -> None:

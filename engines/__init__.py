@@ -6,7 +6,15 @@ library callers import from here and nowhere deeper; nothing here imports a fron
 
 from .arch import MAX_BLOCKS, MAX_CHANNELS, SUPPORTED_SCALES, GeneratorConfig, SRGANGenerator, fold_batchnorm
 from .atomic import atomic_path
-from .backends import Backend, Precision, TorchBackend, resolve_device
+from .backends import (
+    BF16_COST_LIMIT_DB,
+    Backend,
+    Precision,
+    PrecisionChoice,
+    TorchBackend,
+    choose_precision,
+    resolve_device,
+)
 from .compiled import build_compiled, build_tensorrt, check_exportable, export_onnx, tensorrt_unavailable_reason
 from .descriptor import ModelDescriptor
 from .digest import file_sha256
@@ -36,7 +44,16 @@ from .imageio import (
     scaled_size,
     write_image,
 )
-from .model_file import LoadedModel, ModelInfo, check_finite, load_generator, load_model, read_pytorch, save_model
+from .model_file import (
+    LoadedModel,
+    ModelInfo,
+    check_finite,
+    load_generator,
+    load_model,
+    read_pytorch,
+    record_bf16_cost,
+    save_model,
+)
 from .model_folders import add_model, default_model_path, find_model_files, model_dirs, resolve_model
 from .pipeline import (
     FilePipeline,
@@ -96,6 +113,7 @@ __all__ = [
     "load_model",
     "load_generator",
     "save_model",
+    "record_bf16_cost",
     "read_pytorch",
     "check_finite",
     "default_model_path",
@@ -108,6 +126,9 @@ __all__ = [
     "TorchBackend",
     "BackendKind",
     "Precision",
+    "PrecisionChoice",
+    "choose_precision",
+    "BF16_COST_LIMIT_DB",
     "resolve_device",
     "create_upscaler",
     "Upscaler",

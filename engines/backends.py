@@ -15,11 +15,13 @@ import functools
 import re
 import sys
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import final
 
 import torch
 from torch import nn
 
+from .arch import low_resolution_tail
 from .errors import BackendError, DeviceOutOfMemory, Setting, SrganError
 from .tiling import ModelGeometry
 
@@ -127,36 +129,94 @@ def resolve_device(spec: str) -> torch.device:
     return torch.device("cuda", index)
 
 
+# The largest loss of PSNR-Y (dB) on the held-out crops that `auto` accepts for bf16 on a CPU.
+BF16_COST_LIMIT_DB = 0.05
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """The precision a backend will use, and why (a short phrase for `srgan info` and logs)."""
+
+    precision: Precision
+    reason: str
+
+
+def native_cpu_bf16() -> str | None:
+    """The CPU feature that executes bf16 arithmetic natively here, or None when there is none.
+
+    Read from `torch.cpu.get_capabilities()` (cpuinfo, as PyTorch's own kernels dispatch on):
+    AMX-BF16 or AVX512-BF16 on x86, the BF16 extension on Arm. oneDNN's own "bf16 supported"
+    check (`torch.ops.mkldnn._is_mkldnn_bf16_supported`) also answers yes on plain AVX-512,
+    where bf16 is emulated with fp32 instructions and gains nothing, so it is not used.
+    """
+    capabilities = torch.cpu.get_capabilities()
+    for feature in ("amx_bf16", "avx512_bf16", "sve_bf16", "bf16"):
+        if capabilities.get(feature) is True:
+            return feature
+    return None
+
+
 ALL_PRECISIONS = frozenset({Precision.FP32, Precision.FP16, Precision.BF16})
 
 
-def resolve_precision(
-    precision: Precision, device: torch.device, supported: frozenset[Precision] = ALL_PRECISIONS, model: str = ""
-) -> Precision:
-    """The precision to use on `device` for a model that runs correctly in `supported`.
+def choose_precision(
+    precision: Precision,
+    device: torch.device,
+    bf16_cost_db: float | None = None,
+    supported: frozenset[Precision] = ALL_PRECISIONS,
+    model: str = "",
+) -> PrecisionChoice:
+    """The precision to use on `device` for a model that runs correctly in `supported`, with the reason.
 
-    AUTO is fp32 on a CPU; on CUDA fp16, else bf16, else fp32, whichever the model supports first.
+    AUTO on CUDA is fp16, else bf16, else fp32, whichever the model supports first; on a CPU it
+    is bf16 where the CPU executes bf16 natively (`native_cpu_bf16`), the model supports it and
+    its measured bf16 cost (`bf16_cost_db`, PSNR-Y dB lost on the held-out crops; None when it
+    was never measured) is at most BF16_COST_LIMIT_DB, and fp32 otherwise.
     Raises BackendError for fp16 on a CPU, which PyTorch runs slowly and inexactly there, and for
     a precision the model (named `model` in the message) does not support.
     """
-    if precision is Precision.AUTO:
-        if device.type != "cuda":
-            return Precision.FP32
-        return next(choice for choice in (Precision.FP16, Precision.BF16, Precision.FP32) if choice in supported)
     if precision is Precision.FP16 and device.type == "cpu":
         raise BackendError(
             "fp16 is not supported on the CPU (PyTorch runs it slowly and inexactly there); fp32 and bf16 are",
             setting=Setting.PRECISION,
             suggestion="fp32",
         )
-    if precision not in supported:
+    if precision not in supported and precision is not Precision.AUTO:
         choices = ", ".join(sorted(choice.value for choice in supported))
         raise BackendError(
             f"{model or 'this model'} does not run correctly in {precision.value}; it supports {choices}",
             setting=Setting.PRECISION,
             suggestion="auto",
         )
-    return precision
+    if precision is not Precision.AUTO:
+        return PrecisionChoice(precision, "asked for")
+    if device.type == "cuda":
+        if Precision.FP16 in supported:
+            return PrecisionChoice(Precision.FP16, "CUDA GPU")
+        fallback = Precision.BF16 if Precision.BF16 in supported else Precision.FP32
+        return PrecisionChoice(fallback, "CUDA GPU; the model does not run correctly in fp16")
+    feature = native_cpu_bf16()
+    if feature is None:
+        return PrecisionChoice(Precision.FP32, "this CPU has no native bf16 (AVX512-BF16, AMX or Arm BF16)")
+    if Precision.BF16 not in supported:
+        return PrecisionChoice(Precision.FP32, "the model does not run correctly in bf16")
+    if bf16_cost_db is not None and bf16_cost_db > BF16_COST_LIMIT_DB:
+        return PrecisionChoice(
+            Precision.FP32, f"bf16 costs this model {bf16_cost_db:.3f} dB PSNR-Y, over {BF16_COST_LIMIT_DB} dB"
+        )
+    measured = "not measured for this model" if bf16_cost_db is None else f"measured cost {bf16_cost_db:.3f} dB"
+    return PrecisionChoice(Precision.BF16, f"native bf16 on this CPU ({feature}); {measured}")
+
+
+def resolve_precision(
+    precision: Precision,
+    device: torch.device,
+    bf16_cost_db: float | None = None,
+    supported: frozenset[Precision] = ALL_PRECISIONS,
+    model: str = "",
+) -> Precision:
+    """`choose_precision(...).precision`: the precision alone."""
+    return choose_precision(precision, device, bf16_cost_db, supported, model).precision
 
 
 @functools.cache
@@ -206,8 +266,9 @@ class TorchBackend(Backend):
         self.preferred_tile_size = 160 if device.type == "cpu" else 512
         if device.type == "cpu":
             keep_freed_memory_for_reuse()
-        network = copy.deepcopy(network).eval()
-        self.network = network.to(device=device, dtype=self._dtype, memory_format=torch.channels_last)
+        # low_resolution_tail copies; on CUDA its effect was not measured, so the network is kept.
+        network = low_resolution_tail(network) if device.type == "cpu" else copy.deepcopy(network)
+        self.network = network.eval().to(device=device, dtype=self._dtype, memory_format=torch.channels_last)
         self.name = f"torch-{device.type} {self.precision.value}"
 
     def _infer(self, batch: torch.Tensor) -> torch.Tensor:

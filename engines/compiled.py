@@ -11,15 +11,16 @@ from __future__ import annotations
 import copy
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .arch import SRGANGenerator, offset_major_shuffle
+from .arch import SRGANGenerator, low_resolution_tail, offset_major_shuffle
 from .atomic import atomic_path
-from .backends import _DTYPES, Backend, Precision, resolve_precision
-from .engine_cache import EngineCache, EngineKey
+from .backends import _DTYPES, Backend, Precision, TorchBackend, resolve_precision
+from .engine_cache import EngineCache, EngineKey, EngineTiming
 from .errors import BackendError, Setting
 from .model_file import LoadedModel
 
@@ -46,14 +47,15 @@ def export_network(model: LoadedModel, device: torch.device, precision: Precisio
 
     This is the graph torch-tensorrt's dynamo path consumes and AOTInductor compiles. Its
     sub-pixel stages read channels offset-major (`offset_major_shuffle`), which inductor turns
-    into contiguous copies instead of strided gathers; a change to this graph must bump
+    into contiguous copies instead of strided gathers, and its tail runs before the last shuffle
+    (`low_resolution_tail`), as in the eager CPU backend; a change to this graph must bump
     `engine_cache.EXPORT_REVISION` so that engines built from the old one are not reused.
     """
     check_exportable(model)
     dtype = _DTYPES[model_precision(model, precision, device)]
     source = model.network
     if isinstance(source, SRGANGenerator):
-        source = offset_major_shuffle(source)
+        source = offset_major_shuffle(low_resolution_tail(source))
     network = CastingNetwork(source, dtype).eval().to(device, memory_format=torch.channels_last)
     multiple = model.info.geometry.size_requirements.multiple_of
     side = model.info.geometry.size_requirements.padded(64, 64)[0]
@@ -85,11 +87,15 @@ def check_exportable(model: LoadedModel) -> None:
 def model_precision(model: LoadedModel, precision: Precision, device: torch.device) -> Precision:
     """`resolve_precision` for this model's architecture."""
     name = f"{model.info.path} ({model.info.architecture})"
-    return resolve_precision(precision, device, model.info.precisions, name)
+    return resolve_precision(precision, device, model.info.bf16_cost_db, model.info.precisions, name)
 
 
 def build_compiled(model: LoadedModel, device: torch.device, precision: Precision, cache: EngineCache) -> Path:
-    """Compile an AOTInductor package (.pt2) for `device` into the cache; returns its path."""
+    """Compile an AOTInductor package (.pt2) for `device` into the cache; returns its path.
+
+    The package is timed against eager PyTorch on this machine before it is stored, and the
+    timing goes into its record, so that `--backend auto` can pass over a package that is slower.
+    """
     precision = model_precision(model, precision, device)
     key = EngineKey.for_device("compiled", model.info.sha256, device, precision.value)
     cache.require_folder()  # before minutes of compiling, not after
@@ -98,7 +104,41 @@ def build_compiled(model: LoadedModel, device: torch.device, precision: Precisio
         built = scratch / "engine.pt2"
         torch._inductor.aoti_compile_and_package(program, package_path=str(built))
         check_package_runs(built, device, model.info.channels, model.info.geometry.size_requirements.padded(16, 16))
-        return cache.store(key, built)
+        timing = time_against_eager(model, built, device, precision)
+        return cache.store(key, built, timing)
+
+
+def time_against_eager(
+    model: LoadedModel, package: Path, device: torch.device, precision: Precision, repeats: int = 3
+) -> EngineTiming:
+    """Time one default-sized tile through `package` and through eager PyTorch, alternately.
+
+    Best of `repeats` after a warm-up each; alternating keeps a machine shared with other work
+    from favouring whichever ran in the quieter moment.
+    """
+    started = time.perf_counter()
+    engine = CompiledBackend(model, package, device, precision)
+    load_seconds = time.perf_counter() - started
+    eager = TorchBackend(model.network, model.scale, device, precision, model.info.geometry)
+    side = model.info.geometry.size_requirements.padded(eager.preferred_tile_size, eager.preferred_tile_size)[0]
+    tile = torch.rand(1, model.info.channels, side, side, device=device)
+    best = {engine: float("inf"), eager: float("inf")}
+    for round_ in range(repeats + 1):
+        for backend in best:
+            seconds = _seconds(backend, tile)
+            if round_:  # round 0 is the warm-up
+                best[backend] = min(best[backend], seconds)
+    return EngineTiming(side, best[engine], best[eager], load_seconds)
+
+
+def _seconds(backend: Backend, tile: torch.Tensor) -> float:
+    if tile.device.type == "cuda":
+        torch.cuda.synchronize(tile.device)
+    started = time.perf_counter()
+    backend.infer(tile)
+    if tile.device.type == "cuda":
+        torch.cuda.synchronize(tile.device)
+    return time.perf_counter() - started
 
 
 _PROBE = """

@@ -27,8 +27,9 @@ from .digest import file_sha256
 from .errors import BackendError, Setting
 
 # Revision of the graph `compiled.export_network` gives compilers; engines built from an older
-# one are looked for under another key and rebuilt. 2: offset-major sub-pixel stages.
-EXPORT_REVISION = 2
+# one are looked for under another key and rebuilt. 2: offset-major sub-pixel stages;
+# 3: the tail computed before the last shuffle (arch.LowResolutionTail).
+EXPORT_REVISION = 3
 
 
 class EngineKind(str, enum.Enum):
@@ -107,6 +108,42 @@ class EngineKey:
         return {**asdict(self), "tile_shape": list(self.tile_shape)}
 
 
+@dataclass(frozen=True)
+class EngineTiming:
+    """What an engine was measured at when it was built, against eager PyTorch, on that machine.
+
+    tile_size: side of the square tile timed (the backend's default tile on that device).
+    engine_seconds / eager_seconds: best time for one tile through the engine and through eager
+    PyTorch at the same precision, measured alternately in one process.
+    load_seconds: time to load the engine file, paid once by every process that uses it.
+    """
+
+    tile_size: int
+    engine_seconds: float
+    eager_seconds: float
+    load_seconds: float
+
+    @property
+    def speedup(self) -> float:
+        """Eager time over engine time: above 1 when the engine is faster."""
+        return self.eager_seconds / self.engine_seconds
+
+    @classmethod
+    def from_record(cls, record: object) -> EngineTiming | None:
+        """The timing in a sidecar's "timing" entry, or None when it is absent or malformed."""
+        if not isinstance(record, dict):
+            return None
+        try:
+            return cls(
+                tile_size=int(record["tile_size"]),
+                engine_seconds=float(record["engine_seconds"]),
+                eager_seconds=float(record["eager_seconds"]),
+                load_seconds=float(record["load_seconds"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
 class EngineCache:
     """Engines under `folder`/KIND/MODEL-SHA-PREFIX/KEY-DIGEST.SUFFIX, each with a .json sidecar."""
 
@@ -143,6 +180,19 @@ class EngineCache:
         if recorded.get("sha256") != digest:
             raise BackendError(f"{path}: engine file changed since it was built (corrupt?); delete it and rebuild")
         return path
+
+    def timing(self, key: EngineKey) -> EngineTiming | None:
+        """The build-time timing recorded beside the engine for `key`, or None when there is none."""
+        return self.timing_of(self.path_for(key))
+
+    @staticmethod
+    def timing_of(path: Path) -> EngineTiming | None:
+        """The build-time timing recorded beside the engine file `path`, or None when there is none."""
+        try:
+            recorded = json.loads(path.with_suffix(path.suffix + ".json").read_text())
+        except (OSError, ValueError):
+            return None
+        return EngineTiming.from_record(recorded.get("timing")) if isinstance(recorded, dict) else None
 
     def require_folder(self) -> None:
         """Create the cache folder if it is missing; check that engines can be written into it.
@@ -183,8 +233,9 @@ class EngineCache:
             if kind != "onnx"  # written where the user says, never cached
         }
 
-    def store(self, key: EngineKey, built: Path) -> Path:
-        """Move a freshly built engine file (made in `scratch()`) into the cache with its record.
+    def store(self, key: EngineKey, built: Path, timing: EngineTiming | None = None) -> Path:
+        """Move a freshly built engine file (made in `scratch()`) into the cache with its record,
+        and its build-time timing when given.
 
         Returns its path. Raises BackendError (setting ENGINES_DIR) when the cache cannot be written.
         """
@@ -195,6 +246,8 @@ class EngineCache:
             os.replace(built, path)
             with atomic_path(sidecar) as temporary:
                 record = {"key": key.record(), "sha256": file_sha256(path)}
+                if timing is not None:
+                    record["timing"] = asdict(timing)
                 temporary.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         except OSError as error:
             raise BackendError(

@@ -15,7 +15,7 @@ from .compiled import (
     model_precision,
     tensorrt_unavailable_reason,
 )
-from .engine_cache import EngineCache, EngineKey
+from .engine_cache import EngineCache, EngineKey, EngineTiming
 from .errors import BackendError, Setting
 from .model_file import LoadedModel
 from .upscaler import TileSettings, Upscaler
@@ -45,8 +45,10 @@ def create_upscaler(
     backend: 'eager' (PyTorch), 'compiled' (an AOTInductor package, built into the engine cache
     when missing), 'tensorrt' (a TensorRT engine for the tile size and batch, built when
     missing), or 'auto': a cached TensorRT engine on an NVIDIA GPU, else a cached compiled
-    package, else eager; it never builds. `upscaler.backend.name` says which was chosen.
-    precision: AUTO never picks one the model's architecture does not support.
+    package that measured faster than eager when it was built (`EngineTiming`), else eager; it
+    never builds. Precision 'auto' is resolved by `choose_precision` with the model's recorded
+    bf16 cost, and never picks one the model's architecture does not support.
+    `upscaler.backend.name` says which was chosen.
     Raises BackendError when the device, precision or backend is not available here or for this
     architecture, or a cached engine is stale or foreign.
     """
@@ -100,4 +102,12 @@ def _compiled(model, device, precision, backend, cache) -> Backend | None:
     package = cache.lookup(key)
     if package is None and backend is BackendKind.COMPILED:
         package = build_compiled(model, device, precision, cache)
+    if package is not None and backend is BackendKind.AUTO and not _measured_faster(cache.timing(key)):
+        return None
     return CompiledBackend(model, package, device, precision) if package else None
+
+
+def _measured_faster(timing: EngineTiming | None) -> bool:
+    """Whether a package's build-time timing shows it beating eager (packages built before
+    timings were recorded have none, and are not assumed faster)."""
+    return timing is not None and timing.engine_seconds < timing.eager_seconds

@@ -39,6 +39,8 @@ from .tiling import ModelGeometry
 FORMAT_NAME = "srgan-generator"
 FORMAT_VERSION = "1"
 ARCH_NAME = "srgan"
+# Metadata key for the measured bf16 cost in PSNR-Y dB (see ModelInfo.bf16_cost_db).
+BF16_COST_KEY = "bf16_cost_db"
 SAFETENSORS_SUFFIXES = (".safetensors",)
 PYTORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 ONNX_SUFFIXES = (".onnx",)
@@ -69,6 +71,8 @@ class ModelInfo:
     input_range / output_range: the value ranges the network was trained on; inference maps
     them to and from [0, 1]. training: a short free-form summary (dataset, steps, PSNR, ...).
     sha256: hex digest of the file's bytes, for caches keyed on the exact weights.
+    bf16_cost_db: PSNR-Y (dB) the model loses in bf16 against fp32 on the held-out crops, as
+    recorded in the file by benchmarks/precision_quality.py --record; None when never measured.
     """
 
     path: Path
@@ -78,6 +82,7 @@ class ModelInfo:
     training: dict[str, str] = field(default_factory=dict)
     sha256: str = ""
     file_format: str = "safetensors"
+    bf16_cost_db: float | None = None
 
     @property
     def scale(self) -> int:
@@ -97,6 +102,7 @@ class ModelInfo:
             "output_range": list(self.output_range),
             "training": dict(self.training),
             "sha256": self.sha256,
+            "bf16_cost_db": self.bf16_cost_db,
         }
 
 
@@ -190,6 +196,24 @@ def save_model(
         ) from error
 
 
+def record_bf16_cost(path: Path, cost_db: float) -> None:
+    """Record in a safetensors model file's metadata what bf16 costs it (PSNR-Y dB, fp32 minus bf16).
+
+    Tensors and other metadata are kept; the file is rewritten atomically, so its SHA-256 (and
+    with it every engine cache key) changes. Raises ModelFileError for other file types or when
+    the file cannot be read or written.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in SAFETENSORS_SUFFIXES:
+        raise ModelFileError(f"{path}: only safetensors files carry metadata; convert the file first")
+    tensors, metadata = _read_safetensors(path)
+    try:
+        with atomic_path(path) as temporary:
+            save_file(tensors, temporary, metadata={**metadata, BF16_COST_KEY: f"{cost_db:.4f}"})
+    except OSError as error:
+        raise ModelFileError(f"{path}: cannot rewrite the model file ({error.strerror})") from error
+
+
 def load_generator(path: Path) -> tuple[SRGANGenerator, ModelInfo]:
     """The generator in its training form (BatchNorm not folded), with the file's metadata.
 
@@ -230,6 +254,7 @@ def _srgan_generator(path: Path, weights: WeightsFile, sha256: str) -> tuple[SRG
         training=_training(weights.metadata),
         sha256=sha256,
         file_format=weights.file_format,
+        bf16_cost_db=_bf16_cost(path, weights.metadata),
     )
     return generator, info
 
@@ -283,6 +308,7 @@ def srgan_descriptor(info: ModelInfo) -> ModelDescriptor:
             "output_range": list(info.output_range),
         },
         training=dict(info.training),
+        bf16_cost_db=info.bf16_cost_db,
     )
 
 
@@ -616,6 +642,15 @@ def _range(path: Path, metadata: dict[str, str], key: str) -> tuple[float, float
             " expected finite low < high such as [0, 1], [-1, 1] or [0, 255]"
         )
     return (low, high)
+
+
+def _bf16_cost(path: Path, metadata: dict[str, str]) -> float | None:
+    if BF16_COST_KEY not in metadata:
+        return None
+    try:
+        return float(metadata[BF16_COST_KEY])
+    except ValueError:
+        raise ModelFileError(f"{path}: metadata {BF16_COST_KEY}={metadata[BF16_COST_KEY]!r} is not a number") from None
 
 
 def _training(metadata: dict[str, str]) -> dict[str, str]:

@@ -17,8 +17,10 @@ from rich.table import Table
 from srgan.engines import (
     EngineCache,
     NoDefaultModelError,
+    Precision,
     SrganError,
     add_model,
+    choose_precision,
     default_engines_dir,
     default_model_path,
     find_model_files,
@@ -65,7 +67,11 @@ def _tensorrt_status() -> str:
 
 def _devices() -> list[dict[str, object]]:
     devices: list[dict[str, object]] = [
-        {"name": "cpu", "description": platform.processor() or platform.machine(), "threads": torch.get_num_threads()}
+        {
+            "name": "cpu",
+            "description": torch.cpu.get_capabilities().get("cpu_name") or platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(),
+        }
     ]
     for index in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
         properties = torch.cuda.get_device_properties(index)
@@ -80,6 +86,18 @@ def _devices() -> list[dict[str, object]]:
     return devices
 
 
+def _cpu_precision(default_model: str) -> dict[str, str]:
+    """What `--precision auto` picks on this CPU for the default model (a path, or "not installed"), and why."""
+    cost = None
+    if Path(default_model).is_file():
+        try:
+            cost = load_model(Path(default_model)).info.bf16_cost_db
+        except SrganError:
+            pass  # reported by `srgan models`; the CPU's answer stands without the model's cost
+    choice = choose_precision(Precision.AUTO, torch.device("cpu"), cost)
+    return {"precision": choice.precision.value, "reason": choice.reason}
+
+
 def collect_info() -> dict[str, object]:
     """Everything `srgan info` reports, as plain data."""
     try:
@@ -91,6 +109,7 @@ def collect_info() -> dict[str, object]:
         "cuda": {"available": torch.cuda.is_available(), "torch_cuda": torch.version.cuda},
         "tensorrt": _tensorrt_status(),
         "devices": _devices(),
+        "cpu_auto_precision": _cpu_precision(default),
         "default_model": default,
         "model_dirs": [str(folder) for folder in model_dirs()],
         "engines_dir": str(default_engines_dir()),
@@ -121,6 +140,8 @@ def info(ctx: typer.Context, json_lines: JsonOption = False) -> None:
     for device in report["devices"]:
         details = ", ".join(f"{key} {value}" for key, value in device.items() if key != "name")
         console.print(f"device {device['name']}: {escape(details)}")
+    auto = report["cpu_auto_precision"]
+    console.print(f"--precision auto on the CPU: {auto['precision']} ({escape(auto['reason'])})")
     console.print(f"default model: {escape(report['default_model'])}")
     console.print(f"model folders: {escape(', '.join(report['model_dirs']))}")
     built = ", ".join(f"{kind} {count}" for kind, count in report["engines"].items())

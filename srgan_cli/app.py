@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from . import _startup  # noqa: F401  (first: pauses the garbage collector during the imports below)
+
+import gc
 import json
 import signal
 import sys
@@ -17,6 +20,9 @@ from . import about, engine_cmd, gimp_cmd, train_cmd, upscale, watch_cmd
 from .reporting import shown
 from .advice import cli_message, json_fields
 from .state import CliState, UsageProblem
+
+gc.freeze()  # what the imports made lives as long as the process; the collector need not walk it
+gc.enable()
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2

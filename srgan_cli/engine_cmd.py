@@ -56,3 +56,10 @@ def build_engine(
     else:
         path = build_tensorrt(loaded, torch_device, precision, (tile, tile), batch, cache)
     console.print(f"cached {escape(str(path))}")
+    timing = EngineCache.timing_of(path)
+    if timing is not None:
+        verdict = "--backend auto will use it" if timing.speedup > 1 else "--backend auto will keep to eager"
+        console.print(
+            f"one {timing.tile_size}² tile: {timing.engine_seconds:.3f} s compiled, {timing.eager_seconds:.3f} s eager"
+            f" ({timing.speedup:.2f}×; loading took {timing.load_seconds:.1f} s): {verdict}"
+        )

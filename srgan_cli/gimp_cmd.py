@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from srgan.engines import atomic_path
+from srgan.engines import atomic_path, model_dirs
 
 from .state import UsageProblem
 
@@ -54,16 +54,18 @@ def install(plugins_dir: PluginsDirOption = None) -> None:
         target.mkdir(parents=True, exist_ok=True)
         for name in (f"{PLUGIN_NAME}.py", "bridge.py"):
             shutil.copyfile(plugin_source() / name, target / name)
+        shutil.copytree(plugin_source() / "help", target / "help", dirs_exist_ok=True)
         (target / f"{PLUGIN_NAME}.py").chmod(0o755)
+        record = {"command": [sys.executable, "-m", "srgan.cli"], "model_dirs": [str(path) for path in model_dirs()]}
         with atomic_path(target / "srgan.json") as temporary:
-            temporary.write_text(json.dumps({"command": [sys.executable, "-m", "srgan.cli"]}, indent=2) + "\n")
+            temporary.write_text(json.dumps(record, indent=2) + "\n")
     except OSError as error:
         raise UsageProblem(
             f"{target}: cannot install the plug-in here ({error.strerror}); pass --plugins-dir"
         ) from None
-    Console(highlight=False).print(
-        f"installed {escape(str(target))}; restart GIMP, then use Filters → Enhance → SRGAN 4×"
-    )
+    console = Console(highlight=False, soft_wrap=True)  # a path broken over lines cannot be copied
+    console.print(f"installed {escape(str(target))}")
+    console.print("restart GIMP, then use Filters → Enhance → SRGAN 4×")
 
 
 @app.command("uninstall")

@@ -48,7 +48,12 @@ OverlapOption = Annotated[
 BatchOption = Annotated[int, typer.Option("--batch", min=1, help="Tiles run through the network at once.")]
 DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 PrecisionOption = Annotated[
-    Precision, typer.Option("--precision", help="auto is fp16 on CUDA and fp32 on the CPU.", case_sensitive=False)
+    Precision,
+    typer.Option(
+        "--precision",
+        help="auto: fp16 on CUDA; on a CPU bf16 where it runs natively (srgan info says), else fp32.",
+        case_sensitive=False,
+    ),
 ]
 MaxPixelsOption = Annotated[
     int,

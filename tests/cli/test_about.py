@@ -25,6 +25,16 @@ def test_info_reports_versions_devices_and_tensorrt():
     assert human.exit_code == 0 and "TensorRT" in human.stdout and "default model" in human.stdout
 
 
+def test_info_says_which_precision_auto_takes_on_the_cpu_and_why(monkeypatch):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"architecture": "x86_64", "avx2": True})
+    report = json.loads(runner.invoke(app, ["info", "--json"]).stdout)
+    assert report["cpu_auto_precision"]["precision"] == "fp32"
+    assert "no native bf16" in report["cpu_auto_precision"]["reason"]
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"architecture": "x86_64", "avx512_bf16": True})
+    human = runner.invoke(app, ["info"], env={"COLUMNS": "300"})
+    assert "--precision auto on the CPU: bf16 (native bf16 on this CPU (avx512_bf16)" in human.stdout
+
+
 def test_info_counts_the_cached_engines(tmp_path, monkeypatch):
     monkeypatch.setenv("SRGAN_ENGINES_DIR", str(tmp_path))
     for name in ("a", "b"):

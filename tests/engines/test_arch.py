@@ -2,9 +2,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from srgan.engines import GeneratorConfig, SRGANGenerator, fold_batchnorm
-from srgan.engines.arch import icnr_, offset_major_shuffle
+from srgan.engines.arch import LowResolutionTail, icnr_, low_resolution_tail, offset_major_shuffle
 from tests.helpers import tiny_generator
 
 
@@ -79,3 +80,19 @@ def test_offset_major_shuffle_computes_the_same_images(scale):
         channels_last = image.contiguous(memory_format=torch.channels_last)
         torch.testing.assert_close(converted(channels_last), generator(image), atol=1e-6, rtol=1e-5)
     assert any(isinstance(module, torch.nn.PixelShuffle) for module in generator.modules())  # left as it was
+
+
+@pytest.mark.parametrize("scale", [2, 4, 8])
+def test_the_low_resolution_tail_computes_the_same_images(scale):
+    generator = fold_batchnorm(tiny_generator(GeneratorConfig(scale=scale, blocks=1, channels=8)))
+    with torch.no_grad():
+        for stage in generator.upsample:
+            stage[2].weight.uniform_(0.0, 0.5)  # a PReLU whose channels differ, to check their order
+    image = torch.rand(2, 3, 13, 10)
+    converted = low_resolution_tail(generator)
+    assert isinstance(converted.tail, LowResolutionTail) and not isinstance(generator.tail, LowResolutionTail)
+    with torch.no_grad():
+        torch.testing.assert_close(converted(image), generator(image), atol=1e-5, rtol=1e-4)
+    wrapped = low_resolution_tail(nn.Sequential(generator))  # as inside a RangeAdapter
+    assert isinstance(wrapped[0].tail, LowResolutionTail)
+    assert low_resolution_tail(converted).tail.conv.weight.shape == converted.tail.conv.weight.shape

@@ -6,7 +6,15 @@ import pytest
 import torch
 from torch import nn
 
-from srgan.engines import Backend, BackendError, DeviceOutOfMemory, TorchBackend, export_onnx, fold_batchnorm
+from srgan.engines import (
+    Backend,
+    BackendError,
+    DeviceOutOfMemory,
+    Precision,
+    TorchBackend,
+    export_onnx,
+    fold_batchnorm,
+)
 from srgan.engines.compiled import OnnxRuntimeBackend
 from srgan.engines.model_file import LoadedModel, ModelInfo, srgan_descriptor
 from tests.helpers import TINY, tiny_generator
@@ -47,7 +55,7 @@ class AllocatesTooMuch(nn.Module):
 
 
 def test_a_failing_network_is_a_backend_error_naming_the_batch():
-    backend = TorchBackend(ExpectsFourChannels(), 1, CPU)
+    backend = TorchBackend(ExpectsFourChannels(), 1, CPU, Precision.FP32)
     with pytest.raises(BackendError, match=r"torch-cpu fp32 failed on a batch of \(2, 3, 8, 8\)") as error:
         backend.infer(torch.rand(2, 3, 8, 8))
     assert not isinstance(error.value, DeviceOutOfMemory) and "\n" not in str(error.value)

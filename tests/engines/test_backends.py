@@ -3,7 +3,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from srgan.engines import BackendError, Precision, Setting, TorchBackend, fold_batchnorm, resolve_device
+from srgan.engines import (
+    BackendError,
+    Precision,
+    Setting,
+    TorchBackend,
+    choose_precision,
+    fold_batchnorm,
+    resolve_device,
+)
 from srgan.engines.backends import resolve_precision
 from tests.helpers import tiny_generator
 
@@ -29,11 +37,41 @@ def test_cuda_without_a_gpu_says_which_setting_to_change():
     assert (raised.value.setting, raised.value.suggestion) == (Setting.DEVICE, "cpu")
 
 
-def test_precision_defaults_and_refusals():
-    assert resolve_precision(Precision.AUTO, CPU) is Precision.FP32
+AVX512_ONLY = {"architecture": "x86_64", "avx2": True, "avx512_f": True, "avx512_bf16": False, "amx_bf16": False}
+
+
+@pytest.mark.parametrize(
+    "capabilities, expected",
+    [
+        (AVX512_ONLY, Precision.FP32),
+        ({**AVX512_ONLY, "avx512_bf16": True}, Precision.BF16),
+        ({**AVX512_ONLY, "amx_bf16": True, "amx_tile": True}, Precision.BF16),
+        ({"architecture": "x86_64", "avx2": True}, Precision.FP32),
+        ({"architecture": "arm64", "neon": True, "bf16": True}, Precision.BF16),
+        ({"architecture": "arm64", "neon": True, "bf16": False}, Precision.FP32),
+    ],
+)
+def test_auto_on_a_cpu_is_bf16_only_where_the_cpu_reports_native_bf16(monkeypatch, capabilities, expected):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: capabilities)
+    choice = choose_precision(Precision.AUTO, CPU)
+    assert choice.precision is expected
+    assert ("no native bf16" in choice.reason) == (expected is Precision.FP32)
     assert resolve_precision(Precision.AUTO, torch.device("cuda")) is Precision.FP16
-    with pytest.raises(BackendError, match="fp16 is not supported on the CPU"):
+    assert resolve_precision(Precision.FP32, CPU) is Precision.FP32
+
+
+def test_auto_keeps_fp32_for_a_model_whose_bf16_cost_is_too_high(monkeypatch):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {**AVX512_ONLY, "avx512_bf16": True})
+    assert resolve_precision(Precision.AUTO, CPU, bf16_cost_db=0.02) is Precision.BF16
+    costly = choose_precision(Precision.AUTO, CPU, bf16_cost_db=0.08)
+    assert costly.precision is Precision.FP32 and "0.080 dB" in costly.reason
+    assert resolve_precision(Precision.BF16, CPU, bf16_cost_db=0.08) is Precision.BF16  # asked for: given
+
+
+def test_fp16_on_a_cpu_is_refused_with_the_setting_that_fixes_it():
+    with pytest.raises(BackendError, match="fp16 is not supported on the CPU") as refused:
         resolve_precision(Precision.FP16, CPU)
+    assert refused.value.setting is Setting.PRECISION and refused.value.suggestion == "fp32"
 
 
 def test_bf16_on_cpu_stays_close_to_fp32_and_backends_share_a_network():

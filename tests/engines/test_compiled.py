@@ -66,7 +66,9 @@ def built(tiny_model, tmp_path_factory):
     saved, tempfile.tempdir = tempfile.tempdir, str(elsewhere) if elsewhere else tempfile.tempdir
     try:
         result = CliRunner().invoke(
-            app, ["build-engine", str(model), "--kind", "compiled", "--device", "cpu", "--engines-dir", str(cache)]
+            app,
+            ["build-engine", str(model), "--kind", "compiled", "--device", "cpu", "--precision", "fp32"]
+            + ["--engines-dir", str(cache)],
         )
     finally:
         tempfile.tempdir = saved
@@ -76,12 +78,21 @@ def built(tiny_model, tmp_path_factory):
             elsewhere.rmdir()
     assert result.exit_code == 0, result.output
     assert not [path for path in cache.iterdir() if path.name.startswith(".building-")]
+    assert "tile:" in result.stdout and "eager" in result.stdout  # the build-time timing is reported
     return model, cache
+
+
+def set_recorded_timing(cache: Path, engine_seconds: float, eager_seconds: float) -> None:
+    """Overwrite the timing in every compiled package's record under `cache`."""
+    for sidecar in Path(cache).glob("compiled/*/*.pt2.json"):
+        record = json.loads(sidecar.read_text())
+        record["timing"] = {**record["timing"], "engine_seconds": engine_seconds, "eager_seconds": eager_seconds}
+        sidecar.write_text(json.dumps(record))
 
 
 def eager(model: Path, pixels: np.ndarray) -> np.ndarray:
     loaded = load_model(model)
-    return Upscaler(TorchBackend(loaded.network, 4, CPU), SETTINGS).upscale(pixels)
+    return Upscaler(TorchBackend(loaded.network, 4, CPU, Precision.FP32), SETTINGS).upscale(pixels)
 
 
 def test_export_is_dynamic_in_batch_height_and_width(built):
@@ -93,13 +104,41 @@ def test_export_is_dynamic_in_batch_height_and_width(built):
             torch.testing.assert_close(program(image), loaded.network(image), atol=1e-5, rtol=1e-4)
 
 
-def test_the_compiled_package_matches_eager_and_auto_takes_it_on_cpu(built):
+def test_the_build_records_a_timing_against_eager(built):
     model, cache = built
-    upscaler = create_upscaler(load_model(model), "cpu", Precision.AUTO, SETTINGS, "compiled", cache)
+    key = EngineKey.for_device("compiled", load_model(model).info.sha256, CPU, "fp32")
+    timing = EngineCache(cache).timing(key)
+    assert timing is not None and timing.tile_size == 160
+    assert timing.engine_seconds > 0 and timing.eager_seconds > 0 and timing.load_seconds > 0
+
+
+def test_auto_takes_a_package_only_where_its_record_says_it_was_faster(built):
+    model, cache = built
+    loaded = load_model(model)
+    try:
+        set_recorded_timing(cache, engine_seconds=0.5, eager_seconds=0.4)
+        assert create_upscaler(loaded, "cpu", Precision.FP32, SETTINGS, "auto", cache).backend.name == "torch-cpu fp32"
+        set_recorded_timing(cache, engine_seconds=0.3, eager_seconds=0.4)
+        chosen = create_upscaler(loaded, "cpu", Precision.FP32, SETTINGS, "auto", cache).backend.name
+        assert chosen == "compiled-cpu fp32"
+    finally:
+        set_recorded_timing(cache, engine_seconds=0.3, eager_seconds=0.4)
+
+
+def test_a_package_recorded_without_a_timing_is_not_assumed_faster(tmp_path, tiny_model):
+    loaded = load_model(tiny_model)
+    cache = EngineCache(tmp_path)
+    built = tmp_path / "built.pt2"
+    built.write_bytes(b"never loaded: auto passes it over on its record alone")
+    cache.store(EngineKey.for_device("compiled", loaded.info.sha256, CPU, "fp32"), built)
+    chosen = create_upscaler(loaded, "cpu", Precision.FP32, SETTINGS, "auto", tmp_path).backend.name
+    assert chosen == "torch-cpu fp32"
+
+
+def test_the_compiled_package_matches_eager(built):
+    model, cache = built
+    upscaler = create_upscaler(load_model(model), "cpu", Precision.FP32, SETTINGS, "compiled", cache)
     assert upscaler.backend.name == "compiled-cpu fp32"
-    assert create_upscaler(load_model(model), "cpu", Precision.AUTO, SETTINGS, "auto", cache).backend.name == (
-        "compiled-cpu fp32"
-    )
     pixels = random_image(70, 53, 4, seed=2)
     assert np.abs(upscaler.upscale(pixels).astype(int) - eager(model, pixels)).max() <= 1
     tiny = random_image(3, 5, 3)  # under the engine's smallest side: the eager network takes it
@@ -114,7 +153,7 @@ def test_exporting_leaves_the_model_as_it_was(built):
 
 def test_auto_without_engines_is_eager_and_tensorrt_says_why_not(tmp_path, built):
     loaded = load_model(built[0])
-    assert create_upscaler(loaded, "cpu", engines_dir=tmp_path).backend.name == "torch-cpu fp32"
+    assert create_upscaler(loaded, "cpu", engines_dir=tmp_path).backend.name.startswith("torch-cpu ")
     if not torch.cuda.is_available():
         with pytest.raises(BackendError, match="TensorRT is unavailable"):
             create_upscaler(loaded, "cpu", backend="tensorrt", engines_dir=tmp_path)
@@ -264,6 +303,8 @@ def test_upscale_command_takes_the_backend_option(tmp_path, built):
             str(cache),
             "--device",
             "cpu",
+            "--precision",
+            "fp32",
         ],
     )
     assert result.exit_code == 0, result.output

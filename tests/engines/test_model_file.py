@@ -188,3 +188,21 @@ def test_unreadable_files_are_rejected(tmp_path, name, content, message):
 def test_model_info_defaults_are_unit_ranges(tmp_path):
     info = ModelInfo(path=tmp_path, config=GeneratorConfig())
     assert info.input_range == info.output_range == (0.0, 1.0)
+
+
+def test_a_recorded_bf16_cost_decides_auto_precision_on_a_native_bf16_cpu(tmp_path, monkeypatch):
+    from srgan.engines import create_upscaler, record_bf16_cost
+
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"architecture": "x86_64", "avx512_bf16": True})
+    path = tmp_path / "tiny.safetensors"
+    save_model(path, tiny_generator(), {"note": "kept"})
+    assert load_model(path).info.bf16_cost_db is None
+    assert create_upscaler(load_model(path), "cpu", engines_dir=tmp_path).backend.name == "torch-cpu bf16"
+    before = load_model(path).network.state_dict()
+    record_bf16_cost(path, 0.08)
+    loaded = load_model(path)
+    assert loaded.info.bf16_cost_db == pytest.approx(0.08) and loaded.info.training == {"note": "kept"}
+    assert all(torch.equal(value, before[name]) for name, value in loaded.network.state_dict().items())
+    assert create_upscaler(loaded, "cpu", engines_dir=tmp_path).backend.name == "torch-cpu fp32"
+    record_bf16_cost(path, 0.01)
+    assert create_upscaler(load_model(path), "cpu", engines_dir=tmp_path).backend.name == "torch-cpu bf16"

@@ -14,6 +14,7 @@ from srgan.engines import (
     Cancelled,
     DeviceOutOfMemory,
     GeneratorConfig,
+    Precision,
     TileSettings,
     TorchBackend,
     Upscaler,
@@ -82,7 +83,7 @@ def test_tiles_land_in_the_right_place(height, width, tile, overlap, batch):
 def test_tiled_matches_whole_image_inference(height, width, tile, extra_overlap, batch):
     overlap = min(EXACT_OVERLAP + extra_overlap, (tile - 8) // 2)
     pixels = random_image(height, width, 3, seed=height * 100 + width)
-    backend = TorchBackend(NETWORK, 4, CPU)
+    backend = TorchBackend(NETWORK, 4, CPU, Precision.FP32)
     tiled = Upscaler(backend, TileSettings(tile, overlap, batch)).upscale(pixels)
     assert max_difference(tiled, whole_image(NETWORK, pixels)) <= 1
 
@@ -91,7 +92,7 @@ def test_default_settings_match_whole_image_on_the_paper_generator():
     """16 blocks, 64 channels, default tile and overlap: at most one level off, 8-bit."""
     network = fold_batchnorm(tiny_generator(GeneratorConfig(scale=4, blocks=16, channels=64)))
     pixels = random_image(24, 22, 3, seed=7).repeat(14, axis=0).repeat(15, axis=1)  # 336×330, flat patches and edges
-    upscaler = Upscaler(TorchBackend(network, 4, CPU))
+    upscaler = Upscaler(TorchBackend(network, 4, CPU, Precision.FP32))
     tiled = upscaler.upscale(pixels)
     assert len(upscaler_tiles(upscaler, pixels)) >= 9
     assert max_difference(tiled, whole_image(network, pixels)) <= 1
@@ -107,7 +108,7 @@ def upscaler_tiles(upscaler: Upscaler, pixels: np.ndarray) -> list:
 @pytest.mark.parametrize("shape", [(1, 1), (1, 37), (37, 1), (3, 5), (33, 17)])
 def test_tiny_and_odd_sizes(shape):
     pixels = random_image(*shape, 3)
-    tiled = Upscaler(TorchBackend(NETWORK, 4, CPU), TileSettings(24, 2)).upscale(pixels)
+    tiled = Upscaler(TorchBackend(NETWORK, 4, CPU, Precision.FP32), TileSettings(24, 2)).upscale(pixels)
     assert tiled.shape == (shape[0] * 4, shape[1] * 4, 3)
     whole = whole_image(NETWORK, pixels)
     if max(shape) <= 24:  # one tile: exactly the whole-image computation
@@ -116,7 +117,7 @@ def test_tiny_and_odd_sizes(shape):
 
 def test_gray_stays_gray_and_is_the_mean_of_the_colour_result():
     gray = random_image(20, 30, 1)
-    upscaler = Upscaler(TorchBackend(NETWORK, 4, CPU))
+    upscaler = Upscaler(TorchBackend(NETWORK, 4, CPU, Precision.FP32))
     result = upscaler.upscale(gray[:, :, 0])
     assert result.shape == (80, 120)
     colour = whole_image(NETWORK, np.repeat(gray, 3, axis=2)).astype(np.float64)
@@ -126,7 +127,7 @@ def test_gray_stays_gray_and_is_the_mean_of_the_colour_result():
 
 def test_alpha_is_upscaled_through_the_network():
     pixels = random_image(20, 24, 4, seed=3)
-    result = Upscaler(TorchBackend(NETWORK, 4, CPU)).upscale(pixels)
+    result = Upscaler(TorchBackend(NETWORK, 4, CPU, Precision.FP32)).upscale(pixels)
     assert result.shape == (80, 96, 4)
     assert max_difference(result[:, :, :3], whole_image(NETWORK, np.ascontiguousarray(pixels[:, :, :3]))) <= 1
     alpha_as_gray = whole_image(NETWORK, np.repeat(pixels[:, :, 3:], 3, axis=2)).astype(np.float64).mean(axis=2)
@@ -137,13 +138,13 @@ def test_alpha_is_upscaled_through_the_network():
 def test_constant_alpha_is_kept_exactly(channels):
     pixels = random_image(10, 12, channels)
     pixels[:, :, -1] = 77
-    result = Upscaler(TorchBackend(NETWORK, 4, CPU)).upscale(pixels)
+    result = Upscaler(TorchBackend(NETWORK, 4, CPU, Precision.FP32)).upscale(pixels)
     assert (result[:, :, -1] == 77).all()
 
 
 def test_sixteen_bit_in_sixteen_bit_out():
     pixels = random_image(18, 21, 3, dtype=np.uint16)
-    result = Upscaler(TorchBackend(NETWORK, 4, CPU), TileSettings(40, EXACT_OVERLAP)).upscale(pixels)
+    result = Upscaler(TorchBackend(NETWORK, 4, CPU, Precision.FP32), TileSettings(40, EXACT_OVERLAP)).upscale(pixels)
     assert result.dtype == np.uint16
     reference = whole_image(NETWORK, pixels)
     assert max_difference(result, reference) <= 2  # of 65535
@@ -247,7 +248,8 @@ def test_device_assembly_matches_host_assembly(monkeypatch, channels, dtype):
     from srgan.engines.upscaler import _DeviceCanvas
 
     pixels = random_image(70, 90, channels, dtype=dtype, seed=5)
-    upscaler = Upscaler(TorchBackend(NETWORK, 4, CPU), TileSettings(tile_size=40, overlap=12, batch_size=3))
+    backend = TorchBackend(NETWORK, 4, CPU, Precision.FP32)
+    upscaler = Upscaler(backend, TileSettings(tile_size=40, overlap=12, batch_size=3))
     on_host = upscaler.upscale(pixels)
     monkeypatch.setattr(_DeviceCanvas, "create", _DeviceCanvas.upload)
     on_device = upscaler.upscale(pixels)
@@ -279,7 +281,7 @@ def test_cuda_matches_cpu(precision):
     from srgan.engines import Precision
 
     pixels = random_image(150, 170, 3)
-    expected = Upscaler(TorchBackend(fold_batchnorm(tiny_generator()), 4, CPU)).upscale(pixels)
+    expected = Upscaler(TorchBackend(fold_batchnorm(tiny_generator()), 4, CPU, Precision.FP32)).upscale(pixels)
     cuda = TorchBackend(fold_batchnorm(tiny_generator()), 4, torch.device("cuda"), Precision(precision))
     result = Upscaler(cuda, TileSettings(tile_size=64, overlap=EXACT_OVERLAP, batch_size=4)).upscale(pixels)
     tolerance = {"fp32": 1, "fp16": 3, "bf16": 8}[precision]
