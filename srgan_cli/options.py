@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from string import Formatter
 from typing import Annotated, Optional
@@ -100,6 +101,14 @@ def check_name_template(name: str) -> None:
             raise UsageProblem(f"{shown}: '{written}' is not a name field; use {{stem}} and {{scale}}")
     if "stem" not in (field for field, _, _ in fields):
         raise UsageProblem(f"{shown} has no {{stem}}, so every output would get the same name")
+    # Checked before formatting: '{stem:>999999999}' would build a gigabyte string per file.
+    for field, spec, _ in fields:
+        too_wide = [number for number in re.findall(r"\d+", spec or "") if int(number) > _NAME_MAX_BYTES]
+        if too_wide:
+            raise UsageProblem(
+                f"{shown}: '{{{field}:{spec}}}' pads or cuts to {too_wide[0]} characters, but a file name holds"
+                f" at most {_NAME_MAX_BYTES} bytes; use a smaller width"
+            )
     try:
         names = {name.format(stem=stem, scale=scale) for stem, scale in (("photo", "4"), ("other", "2.5"))}
     except ValueError as error:
@@ -107,6 +116,8 @@ def check_name_template(name: str) -> None:
             f"{shown}: {error}; {{stem}} and {{scale}} are text ('photo', '4', '2.5'),"
             " so use text format specs such as {scale:>3}"
         ) from None
+    if any(len(sample.encode("utf-8", "surrogateescape")) > _NAME_MAX_BYTES for sample in names):
+        raise UsageProblem(f"{shown}: names would be longer than a file name may be ({_NAME_MAX_BYTES} bytes)")
     if len(names) < 2:
         raise UsageProblem(f"{shown} drops {{stem}}, so every output would get the same name")
     if any(mark in sample for sample in names for mark in _FORBIDDEN_IN_NAMES) or names & {"", ".", ".."}:
@@ -114,6 +125,7 @@ def check_name_template(name: str) -> None:
 
 
 _NAME_FIELDS = ("stem", "scale")
+_NAME_MAX_BYTES = 255  # NAME_MAX on Linux, macOS and Windows file systems
 _FORBIDDEN_IN_NAMES = tuple(mark for mark in ("/", "\\", os.sep, os.altsep, "\0") if mark)
 
 

@@ -15,7 +15,7 @@ from srgan.engines import atomic_path
 
 from .data import Photo, PhotoSplit, find_images, find_pairs, split_photos
 from .settings import SettingsError, TrainSettings, load_settings
-from .trainer import CHECKPOINT_NAME, MetricsLog, Trainer, Validation
+from .trainer import CHECKPOINT_NAME, MODEL_NAME, MetricsLog, Trainer, Validation
 
 SETTINGS_NAME = "settings.toml"
 # Settings a resumed run may change: how long it goes on, when its learning rate drops and how
@@ -66,14 +66,20 @@ def stop_distributed() -> None:
 def prepare_run_dir(run_dir: Path, settings: TrainSettings, resume: bool) -> None:
     """Create the run folder and save the settings; refuse to mix runs.
 
-    Raises SettingsError when the folder holds another run and --resume was not given, or when
-    resuming with settings other than the ones saved.
+    Raises SettingsError when the folder holds another run and --resume was not given, when
+    resuming with settings other than the ones saved, or when resuming a run that exported a model
+    but has no checkpoint (starting again from step 0 would overwrite that model).
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     saved = run_dir / SETTINGS_NAME
     if saved.exists():
         if not resume:
             raise SettingsError(f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out")
+        if not (run_dir / CHECKPOINT_NAME).exists() and (run_dir / MODEL_NAME).exists():
+            raise SettingsError(
+                f"{run_dir}: has no {CHECKPOINT_NAME} to resume from, only a finished {MODEL_NAME}, which a new"
+                " start would overwrite; move the model away to start again, or choose another --out"
+            )
         before = load_settings(saved)
         changed = [
             item.name

@@ -178,7 +178,7 @@ def _decode(line: bytes) -> tuple[tuple[str, str], Entry] | None:
     """One journal line as (source, digest) and its entry, or None when it is not a valid record."""
     try:
         record = json.loads(line.decode("utf-8"))
-    except ValueError:  # not UTF-8, or not JSON
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, or nested deeper than the decoder recurses
         return None
     if not isinstance(record, dict):
         return None

@@ -173,6 +173,16 @@ def test_resume_on_the_command_line_with_a_garbage_checkpoint(photos, tmp_path):
     assert "checkpoint.pt" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
+def test_resume_without_a_checkpoint_keeps_the_runs_model(photos, tmp_path):  # noqa: F811
+    started_run(photos, tmp_path / "run").unlink()
+    model = tmp_path / "run" / "generator.safetensors"
+    before = model.read_bytes()
+    result = CliRunner().invoke(app, ["train", str(photos), "--out", str(tmp_path / "run"), "--resume"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "no checkpoint.pt to resume from" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert model.read_bytes() == before
+
+
 @pytest.mark.parametrize("header", ["WIDTH -5\nHEIGHT 4", "WIDTH 4\nHEIGHT -4", "WIDTH 0\nHEIGHT 0"])
 def test_a_negative_size_pam_among_the_photos_is_skipped_with_a_warning(photos, tmp_path, header):  # noqa: F811
     broken = photos / "broken.pam"

@@ -297,6 +297,7 @@ def test_a_damaged_journal_is_recovered_record_by_record(tiny_model_file, folder
         b'{"status": "done", "source": "x.png", "digest": "d", "time": "noon"}',
         b'{"status": "lost", "source": "x.png", "digest": "d", "time": 1}',
         b"[1, 2, 3]",
+        b"[" * 100_000 + b"]" * 100_000,  # valid JSON that the decoder cannot recurse through
     ]
     journal.write_bytes(b"\n".join(damage) + b"\n" + journal.read_bytes() + b'{"status": "done", "sour')
     small_png(in_dir / "c.png", seed=3)
@@ -304,10 +305,10 @@ def test_a_damaged_journal_is_recovered_record_by_record(tiny_model_file, folder
     assert result.exit_code == 0, result.output
     assert results(events) == {"c.png": ("done", "")}, "a and b are still known as done"
     warnings = [event["message"] for event in events if event["event"] == "warning"]
-    assert len(warnings) == 1 and "8 unreadable line(s) skipped" in warnings[0]
+    assert len(warnings) == 1 and "9 unreadable line(s) skipped" in warnings[0]
     reopened = Journal(out_dir)
     try:
-        assert reopened.skipped == 8, "the record after the cut line starts a line of its own"
+        assert reopened.skipped == 9, "the record after the cut line starts a line of its own"
         assert sorted(source for source, _ in reopened.entries) == ["a.png", "b.png", "c.png"]
     finally:
         reopened.close()
