@@ -205,7 +205,7 @@ class EngineCache:
         except OSError as error:
             reason = "it is a file" if self.folder.is_file() else error.strerror or str(error)
             raise BackendError(
-                f"{self.folder}: cannot keep engines there ({reason}); choose a folder", setting=Setting.ENGINES_DIR
+                f"{self.folder}: cannot keep engines there ({reason})", setting=Setting.ENGINES_DIR
             ) from None
         if not os.access(self.folder, os.W_OK | os.X_OK):
             raise BackendError(

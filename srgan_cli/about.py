@@ -18,6 +18,7 @@ from srgan.engines import (
     EngineCache,
     NoDefaultModelError,
     Precision,
+    Setting,
     SrganError,
     add_model,
     choose_precision,
@@ -209,7 +210,12 @@ def add(
 ) -> None:
     """Copy a model file into your model folder after loading it once; then name it by its stem."""
     ctx.ensure_object(CliState).json = json_lines
-    loaded, target = add_model(path)
+    try:
+        loaded, target = add_model(path)
+    except SrganError as error:
+        if error.setting is Setting.MODEL:  # the file is this command's argument, not --model
+            raise SrganError(str(error)) from None
+        raise
     entry = {**loaded.info.describe(), "added": str(target)}
     if json_lines:
         typer.echo(json.dumps(entry))
