@@ -197,7 +197,8 @@ def test_a_recorded_bf16_cost_decides_auto_precision_on_a_native_bf16_cpu(tmp_pa
     path = tmp_path / "tiny.safetensors"
     save_model(path, tiny_generator(), {"note": "kept"})
     assert load_model(path).info.bf16_cost_db is None
-    assert create_upscaler(load_model(path), "cpu", engines_dir=tmp_path).backend.name == "torch-cpu fp32"  # unmeasured: fp32
+    # no recorded cost: auto stays in fp32
+    assert create_upscaler(load_model(path), "cpu", engines_dir=tmp_path).backend.name == "torch-cpu fp32"
     before = load_model(path).network.state_dict()
     record_bf16_cost(path, 0.08)
     loaded = load_model(path)
