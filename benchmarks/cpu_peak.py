@@ -23,6 +23,8 @@ from pathlib import Path
 import torch
 
 FLAGS_THAT_MATTER = ("avx2", "fma3", "avx512_f", "avx512_bf16", "amx_bf16", "amx_tile")
+# Variables that keep oneDNN's and ATen's kernels below what the CPU has.
+LIMITS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class CpuPeak:
     clock_ghz: float
     clock_source: str
     virtual: bool
+    limit: str = ""
 
     @property
     def gflops(self) -> float:
@@ -46,6 +49,7 @@ class CpuPeak:
 
     def header(self) -> str:
         where = ", virtual machine" if self.virtual else ""
+        where += f"; code limited by {self.limit}" if self.limit else ""
         return (
             f"CPU: {self.model} ({', '.join(self.flags) or 'no AVX'}; {self.cores} cores, {self.threads} threads"
             f" used{where})\nfp32 FMA peak: {self.lanes} lanes × {self.fma_units} FMA units × 2 flops ×"
@@ -94,6 +98,10 @@ def describe_cpu(threads: int | None = None, fma_units: int = 2, clock_ghz: floa
     capabilities = torch.cpu.get_capabilities()
     info = _cpuinfo()
     flags = tuple(flag for flag in FLAGS_THAT_MATTER if capabilities.get(flag) is True)
+    limit = ", ".join(f"{name}={os.environ[name]}" for name in LIMITS if os.environ.get(name))
+    onednn_limit = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    if onednn_limit == "AVX" or onednn_limit.startswith(("SSE", "AVX2")):
+        flags = tuple(flag for flag in flags if not flag.startswith(("avx512", "amx")))
     lanes = 16 if "avx512_f" in flags else 8 if ("avx2" in flags or "fma3" in flags) else 4
     family = int(info.get("cpu family", "0") or 0)
     if info.get("vendor_id") == "AuthenticAMD" and family in (0x17, 0x19):
@@ -113,6 +121,7 @@ def describe_cpu(threads: int | None = None, fma_units: int = 2, clock_ghz: floa
         clock_ghz=clock_ghz,
         clock_source=source,
         virtual="hypervisor" in info.get("flags", "").split(),
+        limit=limit,
     )
 
 

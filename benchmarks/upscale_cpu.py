@@ -9,8 +9,10 @@ Prints, from one run on this machine:
     AOTInductor package (--compiled builds one first); each with its ratio to naive and the
     share of the fp32 peak its convolutions reach (bf16 can pass 100%: it is not fp32 work);
   * end to end, fresh processes: `srgan upscale` of a PNG (start-up, model load, decode, encode
-    included), with its defaults and with --precision fp32, against a naive script that loads
-    the same weights, reads the PNG with PIL, runs the whole image and writes a PNG;
+    included) against a naive script that loads the same weights, reads the PNG with PIL, runs
+    the whole image in fp32 and writes a PNG: with the benchmark's weights in fp32, and with the
+    bundled model and srgan's defaults (what `srgan upscale in.png` does: bf16 where the CPU has
+    it natively, the model's cost in bf16 being measured);
   * the peak resident memory of `srgan upscale` on a 2000×1500 PNG, in a fresh process.
 
 Paths are timed in turns (one of each, then again), best of --repeats after a warm-up turn, so
@@ -19,10 +21,14 @@ machine whose cores are busy with other work, `--threads 1 --cpu-time` times CPU
 thread instead of wall seconds: what the code costs, without the waits that sharing adds (with
 two threads, every parallel operation waits for the slower thread's next time slice).
 
+`--isa avx2` runs everything with oneDNN and ATen limited to AVX2 (ONEDNN_MAX_CPU_ISA=AVX2,
+ATEN_CPU_CAPABILITY=avx2): the code an AVX2-only CPU runs, on this CPU's cores; the peak is then
+counted at 8 lanes.
+
 Targets (issues 2 and 15): Upscaler fp32 ≥ 2× naive and ≥ 60% of the fp32 peak; `srgan upscale`
 ≥ 2× the naive script end to end; peak RSS ≤ 1.0 GB.
 
-    python benchmarks/upscale_cpu.py [--width 512 --height 384 --repeats 2 --tile N --compiled --skip-rss]
+    python benchmarks/upscale_cpu.py [--width 512 --height 384 --repeats 2 --tile N --compiled --skip-rss --isa avx2]
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from srgan.engines import (
     SRGANGenerator,
     TileSettings,
     create_upscaler,
+    default_model_path,
     load_model,
     save_model,
 )
@@ -55,13 +62,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cpu_peak import describe_cpu, network_gflop_per_output_mpx  # noqa: E402
 
 NAIVE_SCRIPT = """
-import sys
+import json, sys
 import numpy as np, torch
 from PIL import Image
-from safetensors.torch import load_file
+from safetensors import safe_open
 from srgan.engines import GeneratorConfig, SRGANGenerator
-generator = SRGANGenerator(GeneratorConfig(scale=4, blocks=16, channels=64, batchnorm=True))
-generator.load_state_dict(load_file(sys.argv[1]), strict=False)
+with safe_open(sys.argv[1], "pt") as weights:
+    meta = weights.metadata()
+    state = {name: weights.get_tensor(name).float() for name in weights.keys()}
+config = GeneratorConfig(int(meta["scale"]), int(meta["blocks"]), int(meta["channels"]), meta["batchnorm"] == "true")
+generator = SRGANGenerator(config)
+generator.load_state_dict(state, strict=False)
 generator.eval()
 pixels = np.asarray(Image.open(sys.argv[2]).convert("RGB"))
 with torch.no_grad():
@@ -197,8 +208,15 @@ def main() -> None:
     parser.add_argument("--skip-end-to-end", action="store_true", help="skip the srgan upscale runs")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--cpu-time", action="store_true", help="time CPU seconds, not wall seconds (see above)")
+    parser.add_argument(
+        "--isa", choices=("native", "avx2"), default="native", help="avx2: run the code an AVX2-only CPU runs"
+    )
     parser.add_argument("--naive-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.isa == "avx2" and os.environ.get("ONEDNN_MAX_CPU_ISA") != "AVX2":
+        # Both libraries read their variable once, when they load: run again with them set.
+        limited = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+        sys.exit(subprocess.run([sys.executable, __file__, *sys.argv[1:]], env=limited).returncode)
     if args.threads:
         torch.set_num_threads(args.threads)
         os.environ["OMP_NUM_THREADS"] = str(args.threads)  # for the fresh processes
@@ -250,8 +268,9 @@ def print_speed(args, model_path: Path, folder: Path, image: np.ndarray, peak: f
             timing = EngineCache.timing_of(package)
             if timing is not None:
                 print(
-                    f"recorded at build (wall, one {timing.tile_size}² tile): compiled {timing.engine_seconds:.3f} s,"
-                    f" eager {timing.eager_seconds:.3f} s ({timing.speedup:.2f}×), loading {timing.load_seconds:.2f} s"
+                    f"recorded at build (wall): compiled {timing.engine_seconds:.3f} s per {timing.engine_tile}² tile,"
+                    f" eager {timing.eager_seconds:.3f} s per {timing.eager_tile}² tile ({timing.speedup:.2f}× per"
+                    f" kept pixel), loading {timing.load_seconds:.2f} s"
                 )
     auto = create_upscaler(model, "cpu", Precision.AUTO, settings, "auto", engines)
     upscalers[f"auto ({auto.backend.name})"] = auto
@@ -264,24 +283,37 @@ def print_speed(args, model_path: Path, folder: Path, image: np.ndarray, peak: f
 
 
 def print_end_to_end(args, model_path: Path, folder: Path, image: np.ndarray) -> None:
-    """`srgan upscale` against the naive script, fresh processes, in turns."""
+    """`srgan upscale` against the naive script, fresh processes, in turns: the benchmark's weights
+    in fp32, and the bundled model with srgan's defaults."""
     source = folder / "e2e_input.png"
     Image.fromarray(image).save(source)
-    srgan = [sys.executable, "-m", "srgan.cli", "upscale", str(source), "--model", str(model_path), "--overwrite"]
-    commands = {
-        "naive script (PIL, whole image, fp32)": [
-            sys.executable, "-c", NAIVE_SCRIPT, str(model_path), str(source), str(folder / "naive.png")
-        ],
-        "srgan upscale (defaults)": [*srgan, "-o", str(folder / "auto.png")],
-        "srgan upscale --precision fp32": [*srgan, "-o", str(folder / "fp32.png"), "--precision", "fp32"],
+    bundled = default_model_path()
+    default_choice = create_upscaler(load_model(bundled), "cpu", Precision.AUTO, TileSettings(), "eager")
+    srgan = [sys.executable, "-m", "srgan.cli", "upscale", str(source), "--overwrite"]
+    naive = [sys.executable, "-c", NAIVE_SCRIPT]
+    pairs = {
+        "benchmark weights, fp32": (
+            [*naive, str(model_path), str(source), str(folder / "naive.png")],
+            [*srgan, "--model", str(model_path), "-o", str(folder / "fp32.png"), "--precision", "fp32"],
+        ),
+        f"bundled model, srgan's defaults ({default_choice.backend.precision.value})": (
+            [*naive, str(bundled), str(source), str(folder / "naive_bundled.png")],
+            [*srgan, "-o", str(folder / "bundled.png")],
+        ),
     }
-    runs = {label: (lambda c=c: subprocess.run(c, capture_output=True, check=True)) for label, c in commands.items()}
+    runs = {}
+    for label, (naive_command, srgan_command) in pairs.items():
+        runs[(label, "naive script")] = lambda c=naive_command: subprocess.run(c, capture_output=True, check=True)
+        runs[(label, "srgan upscale")] = lambda c=srgan_command: subprocess.run(c, capture_output=True, check=True)
     seconds = timed_in_turns(runs, args.repeats)
-    naive = seconds["naive script (PIL, whole image, fp32)"]
     unit = "CPU s" if args.cpu_time else "s"
-    print(f"end to end, {image.shape[1]}×{image.shape[0]} PNG → PNG, fresh processes:")
-    for label, value in seconds.items():
-        print(f"  {label:44} {value:7.1f} {unit:5} {naive / value:8.2f}×")
+    print(f"end to end, {image.shape[1]}×{image.shape[0]} PNG → PNG, fresh processes (naive: PIL, whole image, fp32):")
+    for label in pairs:
+        naive_seconds, srgan_seconds = seconds[(label, "naive script")], seconds[(label, "srgan upscale")]
+        print(
+            f"  {label:44} naive {naive_seconds:6.1f} {unit}, srgan upscale {srgan_seconds:6.1f} {unit}:"
+            f" {naive_seconds / srgan_seconds:5.2f}×"
+        )
 
 
 def print_rss(args: argparse.Namespace, model_path: Path, folder: Path) -> None:

@@ -67,6 +67,8 @@ class ResidualBlock(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         residual = self.bn2(self.conv2(self.act(self.bn1(self.conv1(features)))))
+        if torch.is_inference_mode_enabled():
+            return residual.add_(features)  # one feature map less at the peak of a large tile
         return features + residual
 
 
@@ -99,7 +101,10 @@ class SRGANGenerator(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         features = self.head(image)
-        features = features + self.body_tail(self.body(features))
+        if torch.is_inference_mode_enabled():
+            features = self.body_tail(self.body(features)).add_(features)
+        else:
+            features = features + self.body_tail(self.body(features))
         return self.tail(self.upsample(features))
 
 
@@ -199,12 +204,83 @@ def low_resolution_tail(network: nn.Module) -> nn.Module:
     converted = copy.deepcopy(network)
     generators = [module for module in converted.modules() if isinstance(module, SRGANGenerator)]
     for generator in generators:
+        if not len(generator.upsample):
+            continue  # its stages were moved into a BandedReconstruction
         last = generator.upsample[-1]
         shuffles_by_two = len(last) == 3 and isinstance(last[1], nn.PixelShuffle) and last[1].upscale_factor == 2
         if not shuffles_by_two or generator.tail.kernel_size != (9, 9):
             continue  # already converted, or not the paper's form
         generator.tail = LowResolutionTail(last[2], generator.tail)
         generator.upsample[-1] = nn.Sequential(last[0])
+    return converted
+
+
+class BandedReconstruction(nn.Module):
+    """A generator's sub-pixel stages and tail, run over bands of rows of the trunk's features.
+
+    Per input pixel, the widest map of those stages (4·C channels at twice the resolution) holds
+    16 times what a trunk map holds, so computing them for a whole tile at once is what bounds a
+    tile's memory. They read only `halo` input rows on either side of an output row, so bands
+    with that margin of context give the same pixels while holding about `band_pixels` input
+    pixels at a time: tiles can grow, and less of each tile is spent on overlap.
+    """
+
+    def __init__(self, upsample: nn.Module, tail: nn.Module, halo: int, band_pixels: int) -> None:
+        super().__init__()
+        self.upsample = upsample
+        self.tail = tail
+        self.halo = halo
+        self.band_pixels = band_pixels
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        height, width = features.shape[2:]
+        rows = max(8, self.band_pixels // max(width, 1))
+        if rows >= height:
+            return self.tail(self.upsample(features))
+        output = None
+        for top in range(0, height, rows):
+            bottom = min(height, top + rows)
+            first, last = max(0, top - self.halo), min(height, bottom + self.halo)
+            band = self.tail(self.upsample(features[:, :, first:last]))
+            scale = band.shape[2] // (last - first)
+            if output is None:
+                shape = (band.shape[0], band.shape[1], height * scale, width * scale)
+                output = band.new_empty(shape).contiguous(memory_format=torch.channels_last)
+            output[:, :, top * scale : bottom * scale] = band[:, :, (top - first) * scale : (bottom - first) * scale]
+        return output
+
+
+def _context_rows(modules: nn.Module) -> int:
+    """Input rows of context that `modules` (sub-pixel stages, then a tail) read on either side.
+
+    Each convolution of radius r that runs on a grid g times finer than the input reads
+    ceil(r / g) input rows further; pixel shuffles make the grid finer.
+    """
+    rows, grid = 0, 1
+    for module in modules.modules():
+        if isinstance(module, nn.Conv2d):
+            rows += math.ceil((module.kernel_size[0] // 2) / grid)
+        elif isinstance(module, (nn.PixelShuffle, DepthToSpace)):
+            grid *= module.upscale_factor if isinstance(module, nn.PixelShuffle) else module.factor
+        elif isinstance(module, LowResolutionTail):
+            rows += math.ceil((module.conv.kernel_size[0] // 2) / grid)
+            return rows  # its convolution runs before its own shuffle, and nothing follows
+    return rows
+
+
+@torch.no_grad()
+def banded_reconstruction(network: nn.Module, band_pixels: int = 16384) -> nn.Module:
+    """A copy of `network` in which every `SRGANGenerator` runs its sub-pixel stages and tail
+    through `BandedReconstruction` (same images; at most `band_pixels` input pixels of those
+    stages at once). Other modules are copied as they are.
+    """
+    converted = copy.deepcopy(network)
+    for generator in [module for module in converted.modules() if isinstance(module, SRGANGenerator)]:
+        if isinstance(generator.tail, BandedReconstruction):
+            continue
+        stages = nn.Sequential(generator.upsample, generator.tail)
+        generator.tail = BandedReconstruction(generator.upsample, generator.tail, _context_rows(stages), band_pixels)
+        generator.upsample = nn.Sequential()
     return converted
 
 
@@ -221,6 +297,10 @@ def icnr_(weight: torch.Tensor, upscale: int) -> torch.Tensor:
     groups = upscale * upscale
     if out_channels % groups:
         raise ValueError(f"{out_channels} output channels do not divide into {groups} groups")
+    if weight.is_meta:
+        # Nothing to fill; and random fills on the meta device import torch._dynamo, which
+        # took a second and 95 MB of every `srgan upscale` that checked a model's shapes.
+        return weight
     base = torch.empty((out_channels // groups, *weight.shape[1:]), dtype=weight.dtype)
     nn.init.kaiming_normal_(base)
     weight.copy_(base.repeat_interleave(groups, dim=0))

@@ -12,6 +12,7 @@ import ctypes
 import ctypes.util
 import enum
 import functools
+import os
 import re
 import sys
 from abc import ABC, abstractmethod
@@ -21,7 +22,7 @@ from typing import final
 import torch
 from torch import nn
 
-from .arch import low_resolution_tail
+from .arch import banded_reconstruction, low_resolution_tail
 from .errors import BackendError, DeviceOutOfMemory, Setting, SrganError
 from .tiling import ModelGeometry
 
@@ -147,12 +148,34 @@ def native_cpu_bf16() -> str | None:
     Read from `torch.cpu.get_capabilities()` (cpuinfo, as PyTorch's own kernels dispatch on):
     AMX-BF16 or AVX512-BF16 on x86, the BF16 extension on Arm. oneDNN's own "bf16 supported"
     check (`torch.ops.mkldnn._is_mkldnn_bf16_supported`) also answers yes on plain AVX-512,
-    where bf16 is emulated with fp32 instructions and gains nothing, so it is not used.
+    where bf16 is emulated with fp32 instructions and gains nothing, so it is not used. None as
+    well where `onednn_isa_limit` keeps oneDNN below the instructions that compute in bf16.
     """
+    if onednn_isa_limit() is not None:
+        return None
     capabilities = torch.cpu.get_capabilities()
     for feature in ("amx_bf16", "avx512_bf16", "sve_bf16", "bf16"):
         if capabilities.get(feature) is True:
             return feature
+    return None
+
+
+# The instruction-set levels oneDNN's ONEDNN_MAX_CPU_ISA (DNNL_MAX_CPU_ISA before oneDNN 2.0)
+# may name at which it still computes in bf16, each with the names of those above it.
+_BF16_ISA_LEVELS = ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX10_1_512", "ALL")
+
+
+def onednn_isa_limit() -> str | None:
+    """The limit set on oneDNN's instruction sets when it keeps oneDNN from native bf16, else None.
+
+    oneDNN reads the variable once, so setting it is how a CPU with native bf16 is made to run
+    the code an AVX2-only one runs (benchmarks/upscale_cpu.py --isa avx2); bf16 under such a
+    limit is emulated, slower than fp32.
+    """
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        limit = os.environ.get(name, "").strip().upper()
+        if limit:
+            return None if limit.startswith(_BF16_ISA_LEVELS) else f"{name}={limit}"
     return None
 
 
@@ -197,6 +220,9 @@ def choose_precision(
         return PrecisionChoice(fallback, "CUDA GPU; the model does not run correctly in fp16")
     feature = native_cpu_bf16()
     if feature is None:
+        limit = onednn_isa_limit()
+        if limit is not None:
+            return PrecisionChoice(Precision.FP32, f"{limit} keeps oneDNN from native bf16")
         return PrecisionChoice(Precision.FP32, "this CPU has no native bf16 (AVX512-BF16, AMX or Arm BF16)")
     if Precision.BF16 not in supported:
         return PrecisionChoice(Precision.FP32, "the model does not run correctly in bf16")
@@ -246,6 +272,23 @@ def keep_freed_memory_for_reuse() -> bool:
     return bool(mallopt(m_mmap_threshold, 1 << 30)) and bool(mallopt(m_trim_threshold, 1 << 30))
 
 
+def return_freed_memory() -> bool:
+    """Hand the heap's free memory back to the system now (glibc's malloc_trim).
+
+    `keep_freed_memory_for_reuse` keeps the tiles' freed feature maps for the next tile; once a
+    large image is upscaled, the memory its encoder needs is asked for by another thread, from
+    another arena, so what the tiles left would only add to the peak. Returns False where the C
+    library is not glibc.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return False
+    return bool(trim(0))
+
+
 class TorchBackend(Backend):
     """Eager PyTorch on a CPU or CUDA device, channels_last, in fp32, fp16 or bf16."""
 
@@ -268,13 +311,18 @@ class TorchBackend(Backend):
         self.geometry = geometry or ModelGeometry(scale=scale)
         self.precision = resolve_precision(precision, device)
         self._dtype = _DTYPES[self.precision]
-        # On a CPU, 160-pixel tiles kept the 2000×1500 benchmark under 0.7 GiB of RSS at
-        # nearly the speed of larger ones (benchmarks/upscale_cpu.py); a GPU wants large ones.
-        self.preferred_tile_size = 160 if device.type == "cpu" else 512
+        # On a CPU the sub-pixel stages run in bands (arch.BandedReconstruction), so a tile's
+        # memory is mostly its trunk's: 384-pixel tiles spend 16% of their work on overlap where
+        # 160-pixel ones spent 36%, and kept `srgan upscale` of 2000×1500 under 1 GB of RSS
+        # (benchmarks/upscale_cpu.py). A GPU wants large tiles too.
+        self.preferred_tile_size = 384 if device.type == "cpu" else 512
         if device.type == "cpu":
             keep_freed_memory_for_reuse()
-        # low_resolution_tail copies; on CUDA its effect was not measured, so the network is kept.
-        network = low_resolution_tail(network) if device.type == "cpu" else copy.deepcopy(network)
+        # Both forms copy; on CUDA their effect was not measured, so the network is kept as it is.
+        if device.type == "cpu":
+            network = banded_reconstruction(low_resolution_tail(network))
+        else:
+            network = copy.deepcopy(network)
         self.network = network.eval().to(device=device, dtype=self._dtype, memory_format=torch.channels_last)
         self.name = f"torch-{device.type} {self.precision.value}"
 

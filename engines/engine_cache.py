@@ -112,36 +112,47 @@ class EngineKey:
 class EngineTiming:
     """What an engine was measured at when it was built, against eager PyTorch, on that machine.
 
-    tile_size: side of the square tile timed (the backend's default tile on that device).
-    engine_seconds / eager_seconds: best time for one tile through the engine and through eager
-    PyTorch at the same precision, measured alternately in one process.
+    engine_tile / eager_tile: side of the square tile each was timed on, its default on that
+    device (eager PyTorch runs larger tiles on a CPU, where it computes them in bands).
+    overlap: pixels of each tile's side that are context, not kept (the model's overlap).
+    engine_seconds / eager_seconds: best time for one such tile through the engine and through
+    eager PyTorch at the same precision, measured alternately in one process.
     load_seconds: time to load the engine file, paid once by every process that uses it.
     """
 
-    tile_size: int
+    engine_tile: int
+    eager_tile: int
+    overlap: int
     engine_seconds: float
     eager_seconds: float
     load_seconds: float
 
     @property
     def speedup(self) -> float:
-        """Eager time over engine time: above 1 when the engine is faster."""
-        return self.eager_seconds / self.engine_seconds
+        """Eager time over engine time per kept pixel: above 1 when the engine is faster."""
+        engine_kept = max(self.engine_tile - 2 * self.overlap, 1) ** 2
+        eager_kept = max(self.eager_tile - 2 * self.overlap, 1) ** 2
+        return (self.eager_seconds / eager_kept) / (self.engine_seconds / engine_kept)
 
     @classmethod
     def from_record(cls, record: object) -> EngineTiming | None:
-        """The timing in a sidecar's "timing" entry, or None when it is absent or malformed."""
+        """The timing in a sidecar's "timing" entry, or None when it is absent, malformed or from
+        before tiles of different sizes were compared (those are not assumed faster)."""
         if not isinstance(record, dict):
             return None
         try:
-            return cls(
-                tile_size=int(record["tile_size"]),
+            timing = cls(
+                engine_tile=int(record["engine_tile"]),
+                eager_tile=int(record["eager_tile"]),
+                overlap=int(record["overlap"]),
                 engine_seconds=float(record["engine_seconds"]),
                 eager_seconds=float(record["eager_seconds"]),
                 load_seconds=float(record["load_seconds"]),
             )
         except (KeyError, TypeError, ValueError):
             return None
+        usable = min(timing.engine_tile, timing.eager_tile) > 2 * timing.overlap >= 0
+        return timing if usable and timing.engine_seconds > 0 and timing.eager_seconds > 0 else None
 
 
 class EngineCache:

@@ -110,4 +110,4 @@ def _compiled(model, device, precision, backend, cache) -> Backend | None:
 def _measured_faster(timing: EngineTiming | None) -> bool:
     """Whether a package's build-time timing shows it beating eager (packages built before
     timings were recorded have none, and are not assumed faster)."""
-    return timing is not None and timing.engine_seconds < timing.eager_seconds
+    return timing is not None and timing.speedup > 1

@@ -10,12 +10,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .backends import Backend
+from .backends import Backend, return_freed_memory
 from .errors import Cancelled, DeviceOutOfMemory
 from .tiling import SizeRequirements, Tile, Tiling, axis_weights, blend_weights, plan_tiles
 
 ProgressCallback = Callable[[int, int], None]
 """Called with (tiles done, tiles in all) after every batch."""
+
+# Outputs from this size up are followed by handing freed memory back (`return_freed_memory`):
+# their encoding needs buffers as large again, and the page faults it costs the next image's
+# tiles, a few tenths of a second, are small next to the minute such an image takes on a CPU.
+RETURN_MEMORY_AFTER_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -23,9 +28,9 @@ class TileSettings:
     """How images are cut into tiles.
 
     tile_size: side of the square window the network sees, in input pixels; None takes the
-        backend's preferred size (small on a CPU, where memory bandwidth and RSS matter,
-        large on a GPU), or the whole image for models whose tiling is discouraged. It is
-        rounded down to what the model's size requirements allow.
+        backend's preferred size (on a CPU bounded by RSS, larger on a GPU), or the whole image
+        for models whose tiling is discouraged. It is rounded down to what the model's size
+        requirements allow.
     overlap: pixels of image context read on each side of a tile's core; None takes the
         model's (from its architecture's receptive field, `ModelGeometry.overlap`).
     batch_size: tiles run through the backend at once.
@@ -120,6 +125,8 @@ class Upscaler:
                 if self.backend.fixed_tile_shape is not None or half < floor or half >= settings.tile_size:
                     raise
                 settings = replace(settings, tile_size=half)
+        if output.nbytes >= RETURN_MEMORY_AFTER_BYTES:
+            return_freed_memory()
         return output.reshape(output.shape[:2]) if pixels.ndim == 2 else output
 
     def resolved_settings(self, height: int, width: int) -> TileSettings:

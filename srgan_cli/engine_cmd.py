@@ -60,6 +60,7 @@ def build_engine(
     if timing is not None:
         verdict = "--backend auto will use it" if timing.speedup > 1 else "--backend auto will keep to eager"
         console.print(
-            f"one {timing.tile_size}² tile: {timing.engine_seconds:.3f} s compiled, {timing.eager_seconds:.3f} s eager"
-            f" ({timing.speedup:.2f}×; loading took {timing.load_seconds:.1f} s): {verdict}"
+            f"one {timing.engine_tile}² tile compiled {timing.engine_seconds:.3f} s, one {timing.eager_tile}² tile"
+            f" eager {timing.eager_seconds:.3f} s ({timing.speedup:.2f}× per kept pixel; loading took"
+            f" {timing.load_seconds:.1f} s): {verdict}"
         )

@@ -1,11 +1,21 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch import nn
 
 from srgan.engines import GeneratorConfig, SRGANGenerator, fold_batchnorm
-from srgan.engines.arch import LowResolutionTail, icnr_, low_resolution_tail, offset_major_shuffle
+from srgan.engines.arch import (
+    BandedReconstruction,
+    LowResolutionTail,
+    banded_reconstruction,
+    icnr_,
+    low_resolution_tail,
+    offset_major_shuffle,
+)
 from tests.helpers import tiny_generator
 
 
@@ -96,3 +106,59 @@ def test_the_low_resolution_tail_computes_the_same_images(scale):
     wrapped = low_resolution_tail(nn.Sequential(generator))  # as inside a RangeAdapter
     assert isinstance(wrapped[0].tail, LowResolutionTail)
     assert low_resolution_tail(converted).tail.conv.weight.shape == converted.tail.conv.weight.shape
+
+
+def random_tail_weights(generator: SRGANGenerator) -> SRGANGenerator:
+    """Biases and PReLU slopes that differ per channel, so that a misplaced band row shows."""
+    with torch.no_grad():
+        for module in generator.modules():
+            if isinstance(module, nn.PReLU):
+                module.weight.uniform_(0.0, 0.5)
+            elif isinstance(module, nn.Conv2d) and module.bias is not None:
+                module.bias.uniform_(-0.2, 0.2)
+    return generator
+
+
+@pytest.mark.parametrize("scale", [2, 4, 8])
+@pytest.mark.parametrize("low_resolution", [True, False])
+def test_banded_reconstruction_computes_the_same_images(scale, low_resolution):
+    generator = random_tail_weights(fold_batchnorm(tiny_generator(GeneratorConfig(scale=scale, blocks=1, channels=8))))
+    source = low_resolution_tail(generator) if low_resolution else generator
+    image = torch.rand(2, 3, 37, 11)
+    # 8 rows a band (the least it takes) over 37 rows: five bands, the last one short.
+    banded = banded_reconstruction(source, band_pixels=8 * 11)
+    assert isinstance(banded.tail, BandedReconstruction) and not len(banded.upsample)
+    assert banded.tail.halo == 3 if scale == 4 else banded.tail.halo > 0
+    with torch.inference_mode():
+        torch.testing.assert_close(banded(image), generator(image), atol=1e-5, rtol=1e-4)
+        # Too little context must show at the bands' edges: none at all, and at ×2 and ×4, where
+        # the count is exact, one row too few (at ×8 the per-layer rounding up adds a row).
+        for short in [0, banded.tail.halo - 1] if scale < 8 else [0]:
+            narrow = banded_reconstruction(source, band_pixels=8 * 11)
+            narrow.tail.halo = short
+            assert not torch.allclose(narrow(image), generator(image), atol=1e-3)
+    assert banded_reconstruction(banded).tail.halo == banded.tail.halo  # converting twice changes nothing
+    assert isinstance(low_resolution_tail(banded).tail, BandedReconstruction)
+
+
+def test_inference_mode_adds_in_place_and_gives_what_training_mode_gives():
+    generator = random_tail_weights(tiny_generator(GeneratorConfig(scale=4, blocks=2, channels=8))).eval()
+    image = torch.rand(1, 3, 9, 12, requires_grad=True)
+    with torch.inference_mode():
+        inferred = generator(image.detach())
+    trained = generator(image)
+    trained.sum().backward()  # the autograd path still adds out of place
+    torch.testing.assert_close(inferred, trained.detach())
+    assert image.grad is not None and torch.isfinite(image.grad).all()
+
+
+def test_building_a_generator_on_the_meta_device_does_not_import_dynamo():
+    code = (
+        "import sys, torch\n"
+        "from srgan.engines import GeneratorConfig, SRGANGenerator\n"
+        "with torch.device('meta'):\n"
+        "    SRGANGenerator(GeneratorConfig())\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"  # importing it cost every model load a second

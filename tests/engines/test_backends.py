@@ -62,6 +62,31 @@ def test_auto_on_a_cpu_is_bf16_only_where_the_cpu_reports_native_bf16(monkeypatc
     assert resolve_precision(Precision.FP32, CPU) is Precision.FP32
 
 
+@pytest.mark.parametrize(
+    "limit, expected",
+    [
+        ("AVX2", Precision.FP32),
+        ("avx512_core", Precision.FP32),
+        ("AVX512_CORE_VNNI", Precision.FP32),
+        ("AVX512_CORE_BF16", Precision.BF16),
+        ("AVX512_CORE_AMX_FP16", Precision.BF16),
+        ("ALL", Precision.BF16),
+        ("", Precision.BF16),
+    ],
+)
+def test_auto_follows_a_limit_on_onednn_instruction_sets(monkeypatch, limit, expected):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {**AVX512_ONLY, "avx512_bf16": True})
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", limit)
+    choice = choose_precision(Precision.AUTO, CPU, bf16_cost_db=0.01)
+    assert choice.precision is expected
+    if expected is Precision.FP32:
+        assert f"ONEDNN_MAX_CPU_ISA={limit.upper()} keeps oneDNN from native bf16" == choice.reason
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    monkeypatch.setenv("DNNL_MAX_CPU_ISA", "AVX2")  # the older name
+    assert resolve_precision(Precision.AUTO, CPU, bf16_cost_db=0.01) is Precision.FP32
+
+
 def test_auto_keeps_fp32_for_a_model_whose_bf16_cost_is_too_high(monkeypatch):
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {**AVX512_ONLY, "avx512_bf16": True})
     assert resolve_precision(Precision.AUTO, CPU, bf16_cost_db=0.02) is Precision.BF16

@@ -30,7 +30,7 @@ from srgan.engines import (
 from srgan.engines.errors import Setting
 from srgan.cli.app import app
 from srgan.engines.compiled import OnnxRuntimeBackend, export_network
-from srgan.engines.engine_cache import EngineKey
+from srgan.engines.engine_cache import EngineKey, EngineTiming
 from tests.helpers import random_image, tiny_generator
 
 CPU = torch.device("cpu")
@@ -78,7 +78,7 @@ def built(tiny_model, tmp_path_factory):
             elsewhere.rmdir()
     assert result.exit_code == 0, result.output
     assert not [path for path in cache.iterdir() if path.name.startswith(".building-")]
-    assert "tile:" in result.stdout and "eager" in result.stdout  # the build-time timing is reported
+    assert "tile compiled" in result.stdout and "tile eager" in result.stdout  # the build-time timing is reported
     return model, cache
 
 
@@ -86,7 +86,9 @@ def set_recorded_timing(cache: Path, engine_seconds: float, eager_seconds: float
     """Overwrite the timing in every compiled package's record under `cache`."""
     for sidecar in Path(cache).glob("compiled/*/*.pt2.json"):
         record = json.loads(sidecar.read_text())
-        record["timing"] = {**record["timing"], "engine_seconds": engine_seconds, "eager_seconds": eager_seconds}
+        # Equal tiles, so the seconds compare directly.
+        times = {"engine_seconds": engine_seconds, "eager_seconds": eager_seconds}
+        record["timing"] = {**record["timing"], **times, "engine_tile": 160, "eager_tile": 160}
         sidecar.write_text(json.dumps(record))
 
 
@@ -108,7 +110,8 @@ def test_the_build_records_a_timing_against_eager(built):
     model, cache = built
     key = EngineKey.for_device("compiled", load_model(model).info.sha256, CPU, "fp32")
     timing = EngineCache(cache).timing(key)
-    assert timing is not None and timing.tile_size == 160
+    # Each is timed on its own default tile: eager PyTorch runs larger ones on a CPU.
+    assert timing is not None and (timing.engine_tile, timing.eager_tile) == (160, 384)
     assert timing.engine_seconds > 0 and timing.eager_seconds > 0 and timing.load_seconds > 0
 
 
@@ -123,6 +126,20 @@ def test_auto_takes_a_package_only_where_its_record_says_it_was_faster(built):
         assert chosen == "compiled-cpu fp32"
     finally:
         set_recorded_timing(cache, engine_seconds=0.3, eager_seconds=0.4)
+
+
+def test_timings_on_tiles_of_different_sizes_compare_per_kept_pixel():
+    record = {"engine_tile": 160, "eager_tile": 384, "overlap": 16, "load_seconds": 1.0}
+    # 128² kept pixels in 0.2 s against 352² in 1.2 s: the engine takes 12.2 µs a pixel, eager 9.7.
+    slower = EngineTiming.from_record({**record, "engine_seconds": 0.2, "eager_seconds": 1.2})
+    assert slower is not None and 0.79 < slower.speedup < 0.80
+    faster = EngineTiming.from_record({**record, "engine_seconds": 0.1, "eager_seconds": 1.2})
+    assert faster is not None and faster.speedup > 1
+    # A record from before both tiles were kept (one tile_size for both) is no evidence either way.
+    old = {"tile_size": 160, "engine_seconds": 0.1, "eager_seconds": 1.2, "load_seconds": 1.0}
+    assert EngineTiming.from_record(old) is None
+    assert EngineTiming.from_record({**record, "engine_seconds": 0.0, "eager_seconds": 1.2}) is None
+    assert EngineTiming.from_record({**record, "overlap": 80, "engine_seconds": 0.1, "eager_seconds": 1.2}) is None
 
 
 def test_a_package_recorded_without_a_timing_is_not_assumed_faster(tmp_path, tiny_model):

@@ -88,14 +88,26 @@ def test_tiled_matches_whole_image_inference(height, width, tile, extra_overlap,
     assert max_difference(tiled, whole_image(NETWORK, pixels)) <= 1
 
 
-def test_default_settings_match_whole_image_on_the_paper_generator():
-    """16 blocks, 64 channels, default tile and overlap: at most one level off, 8-bit."""
+def test_the_default_overlap_matches_whole_image_on_the_paper_generator():
+    """16 blocks, 64 channels, the default overlap: at most one level off, 8-bit."""
     network = fold_batchnorm(tiny_generator(GeneratorConfig(scale=4, blocks=16, channels=64)))
     pixels = random_image(24, 22, 3, seed=7).repeat(14, axis=0).repeat(15, axis=1)  # 336×330, flat patches and edges
-    upscaler = Upscaler(TorchBackend(network, 4, CPU, Precision.FP32))
+    upscaler = Upscaler(TorchBackend(network, 4, CPU, Precision.FP32), TileSettings(tile_size=96))
     tiled = upscaler.upscale(pixels)
     assert len(upscaler_tiles(upscaler, pixels)) >= 9
     assert max_difference(tiled, whole_image(network, pixels)) <= 1
+
+
+def test_default_cpu_tiles_run_their_sub_pixel_stages_in_bands_and_match_whole_image():
+    from srgan.engines.arch import BandedReconstruction
+
+    backend = TorchBackend(NETWORK, 4, CPU, Precision.FP32)
+    assert backend.preferred_tile_size == 384
+    assert any(isinstance(module, BandedReconstruction) for module in backend.network.modules())
+    pixels = random_image(43, 40, 3, seed=8).repeat(10, axis=0).repeat(10, axis=1)  # 430×400: 2×2 tiles of 384
+    upscaler = Upscaler(backend)
+    assert len(upscaler_tiles(upscaler, pixels)) == 4  # each of them in bands of 42 rows
+    assert max_difference(upscaler.upscale(pixels), whole_image(NETWORK, pixels)) <= 1
 
 
 def upscaler_tiles(upscaler: Upscaler, pixels: np.ndarray) -> list:
