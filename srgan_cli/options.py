@@ -143,7 +143,8 @@ PngCompressionOption = Annotated[
         "--png-compression",
         min=0,
         max=9,
-        help="PNG zlib level: 1 writes about 5× faster than 6, files about 25% larger; 9 is slowest.",
+        help="PNG compression: 1-8 zlib's fast run-length matching (all alike), 9 its longest search"
+        " (about 3% smaller, 50× slower), 0 none.",
     ),
 ]
 DEFAULT_PNG_COMPRESSION = 6

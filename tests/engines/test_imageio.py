@@ -74,6 +74,19 @@ def test_sixteen_bit_round_trips(tmp_path, channels, extension):
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_png_levels_1_to_8_match_runs_and_9_searches_for_repeats(tmp_path, dtype):
+    # Noise repeated every 40 pixels: only a search reaching 40 pixels back finds the repeats.
+    pixels = np.tile(random_image(48, 40, 3, dtype=dtype, seed=4), (1, 8, 1))
+    sizes = {}
+    for level in (1, 6, 8, 9):
+        write_image(Picture(pixels), tmp_path / f"{level}.png", png_compression=level)
+        sizes[level] = (tmp_path / f"{level}.png").stat().st_size
+        assert np.array_equal(read_image(tmp_path / f"{level}.png").pixels, pixels)
+    assert sizes[1] == sizes[6] == sizes[8]  # run-length matching: the level changes nothing
+    assert sizes[9] < 0.5 * sizes[6]
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
 def test_png_compression_level_changes_size_not_pixels(tmp_path, dtype):
     pixels = np.repeat(np.linspace(0, np.iinfo(dtype).max, 96, dtype=dtype)[None, :, None], 64, axis=0)
     pixels = np.repeat(pixels, 3, axis=2)
