@@ -234,7 +234,9 @@ class BandedReconstruction(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         height, width = features.shape[2:]
-        rows = max(8, self.band_pixels // max(width, 1))
+        # At least four times the margin a band, so that wide tiles do not spend most of a band
+        # on context; a wider tile than band_pixels allows then holds more than band_pixels.
+        rows = max(4 * self.halo, 8, self.band_pixels // max(width, 1))
         if rows >= height:
             return self.tail(self.upsample(features))
         output = None
@@ -245,7 +247,7 @@ class BandedReconstruction(nn.Module):
             scale = band.shape[2] // (last - first)
             if output is None:
                 shape = (band.shape[0], band.shape[1], height * scale, width * scale)
-                output = band.new_empty(shape).contiguous(memory_format=torch.channels_last)
+                output = torch.empty(shape, dtype=band.dtype, device=band.device, memory_format=torch.channels_last)
             output[:, :, top * scale : bottom * scale] = band[:, :, (top - first) * scale : (bottom - first) * scale]
         return output
 

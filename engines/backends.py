@@ -22,7 +22,7 @@ from typing import final
 import torch
 from torch import nn
 
-from .arch import banded_reconstruction, low_resolution_tail
+from .arch import BandedReconstruction, banded_reconstruction, low_resolution_tail
 from .errors import BackendError, DeviceOutOfMemory, Setting, SrganError
 from .tiling import ModelGeometry
 
@@ -160,9 +160,22 @@ def native_cpu_bf16() -> str | None:
     return None
 
 
-# The instruction-set levels oneDNN's ONEDNN_MAX_CPU_ISA (DNNL_MAX_CPU_ISA before oneDNN 2.0)
-# may name at which it still computes in bf16, each with the names of those above it.
-_BF16_ISA_LEVELS = ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX10_1_512", "ALL")
+# The values of oneDNN's ONEDNN_MAX_CPU_ISA (DNNL_MAX_CPU_ISA before oneDNN 2.0) that stop it
+# below the instructions that compute in bf16; others (AVX512_CORE_BF16 and up, ALL, DEFAULT)
+# leave them in use.
+_BELOW_BF16_ISA_LEVELS = frozenset(
+    {
+        "SSE41",
+        "AVX",
+        "AVX2",
+        "AVX2_VNNI",
+        "AVX2_VNNI_2",
+        "AVX512_MIC",
+        "AVX512_MIC_4OPS",
+        "AVX512_CORE",
+        "AVX512_CORE_VNNI",
+    }
+)
 
 
 def onednn_isa_limit() -> str | None:
@@ -175,7 +188,7 @@ def onednn_isa_limit() -> str | None:
     for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
         limit = os.environ.get(name, "").strip().upper()
         if limit:
-            return None if limit.startswith(_BF16_ISA_LEVELS) else f"{name}={limit}"
+            return f"{name}={limit}" if limit in _BELOW_BF16_ISA_LEVELS else None
     return None
 
 
@@ -253,6 +266,19 @@ def resolve_precision(
 
 
 @functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    """The C library when it is glibc on Linux (its allocator's settings are glibc's), else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt, libc.malloc_trim  # noqa: B018 - both exist only in glibc
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+@functools.cache
 def keep_freed_memory_for_reuse() -> bool:
     """Ask glibc's allocator to keep freed blocks of up to 1 GiB instead of unmapping them.
 
@@ -261,15 +287,11 @@ def keep_freed_memory_for_reuse() -> bool:
     quarter of the CPU time in benchmarks/upscale_cpu.py. Peak memory is unchanged. Returns
     False where the C library is not glibc (the setting is then simply not available).
     """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    libc = _glibc()
+    if libc is None:
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(mallopt(m_mmap_threshold, 1 << 30)) and bool(mallopt(m_trim_threshold, 1 << 30))
+    return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
 
 
 def return_freed_memory() -> bool:
@@ -278,15 +300,10 @@ def return_freed_memory() -> bool:
     `keep_freed_memory_for_reuse` keeps the tiles' freed feature maps for the next tile; once a
     large image is upscaled, the memory its encoder needs is asked for by another thread, from
     another arena, so what the tiles left would only add to the peak. Returns False where the C
-    library is not glibc.
+    library is not glibc or nothing was returned.
     """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return False
-    return bool(trim(0))
+    libc = _glibc()
+    return libc is not None and bool(libc.malloc_trim(0))
 
 
 class TorchBackend(Backend):
@@ -311,18 +328,19 @@ class TorchBackend(Backend):
         self.geometry = geometry or ModelGeometry(scale=scale)
         self.precision = resolve_precision(precision, device)
         self._dtype = _DTYPES[self.precision]
-        # On a CPU the sub-pixel stages run in bands (arch.BandedReconstruction), so a tile's
-        # memory is mostly its trunk's: 384-pixel tiles spend 16% of their work on overlap where
-        # 160-pixel ones spent 36%, and kept `srgan upscale` of 2000×1500 under 1 GB of RSS
-        # (benchmarks/upscale_cpu.py). A GPU wants large tiles too.
-        self.preferred_tile_size = 384 if device.type == "cpu" else 512
-        if device.type == "cpu":
-            keep_freed_memory_for_reuse()
         # Both forms copy; on CUDA their effect was not measured, so the network is kept as it is.
         if device.type == "cpu":
+            keep_freed_memory_for_reuse()
             network = banded_reconstruction(low_resolution_tail(network))
         else:
             network = copy.deepcopy(network)
+        # Where an SRGAN generator's sub-pixel stages run in bands (arch.BandedReconstruction), a
+        # CPU tile's memory is mostly its trunk's: 384-pixel tiles spend 16% of their work on
+        # overlap where 160-pixel ones spent 36%, and kept `srgan upscale` of 2000×1500 under
+        # 1 GB of RSS (benchmarks/upscale_cpu.py). Other architectures hold full-resolution maps
+        # for the whole tile, so they keep 160 on a CPU. A GPU wants large tiles.
+        banded = any(isinstance(module, BandedReconstruction) for module in network.modules())
+        self.preferred_tile_size = 512 if device.type != "cpu" else 384 if banded else 160
         self.network = network.eval().to(device=device, dtype=self._dtype, memory_format=torch.channels_last)
         self.name = f"torch-{device.type} {self.precision.value}"
 

@@ -32,7 +32,7 @@ TileOption = Annotated[
     typer.Option(
         "--tile",
         min=16,
-        show_default="160 on CPU, 512 on CUDA",
+        show_default="384 on CPU for SRGAN models, else 160; 512 on CUDA",
         help="Tile size in input pixels: larger is faster but needs more memory.",
     ),
 ]

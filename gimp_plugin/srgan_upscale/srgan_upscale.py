@@ -59,8 +59,9 @@ All selected layers go through one run of the srgan command line.
 
 Model: the bundled 4× SRGAN model, a model from srgan's model folders (~/.local/share/srgan/models or \
 $SRGAN_MODELS_DIR; 'srgan models' lists them), or another file (.safetensors or .pth) chosen in Model file.
-Tile size: the image is upscaled in square tiles of this many input pixels. Automatic: 160 on a CPU, \
-512 on a GPU. Larger tiles are a little faster and need more memory; on 'out of memory' choose a smaller one.
+Tile size: the image is upscaled in square tiles of this many input pixels. Automatic: 384 on a CPU \
+for SRGAN models (160 for other architectures and for compiled engines), 512 on a GPU. Larger tiles are a \
+little faster and need more memory; on 'out of memory' choose a smaller one.
 Device: auto uses the first NVIDIA GPU when there is one, else the CPU. A GPU is many times faster.
 Backend: auto uses a compiled or TensorRT engine when 'srgan build-engine' has built one, else eager PyTorch.
 Precision: auto is fp16 on a GPU and fp32 on a CPU; bf16 is about twice as fast on CPUs with native bf16.
@@ -195,7 +196,7 @@ class SrganUpscale(Gimp.PlugIn):
         procedure.add_boolean_argument(
             "auto-tile",
             "_Automatic tile size",
-            "Let srgan choose the tile size: 160 on a CPU, 512 on a GPU",
+            "Let srgan choose the tile size: 384 on a CPU for SRGAN models, else 160; 512 on a GPU",
             True,
             GObject.ParamFlags.READWRITE,
         )

@@ -141,7 +141,7 @@ def test_banded_reconstruction_computes_the_same_images(scale, low_resolution):
     assert isinstance(low_resolution_tail(banded).tail, BandedReconstruction)
 
 
-def test_inference_mode_adds_in_place_and_gives_what_training_mode_gives():
+def test_inference_mode_gives_what_autograd_gives():
     generator = random_tail_weights(tiny_generator(GeneratorConfig(scale=4, blocks=2, channels=8))).eval()
     image = torch.rand(1, 3, 9, 12, requires_grad=True)
     with torch.inference_mode():

@@ -71,6 +71,8 @@ def test_auto_on_a_cpu_is_bf16_only_where_the_cpu_reports_native_bf16(monkeypatc
         ("AVX512_CORE_BF16", Precision.BF16),
         ("AVX512_CORE_AMX_FP16", Precision.BF16),
         ("ALL", Precision.BF16),
+        ("DEFAULT", Precision.BF16),
+        ("AVX10_2_512", Precision.BF16),
         ("", Precision.BF16),
     ],
 )

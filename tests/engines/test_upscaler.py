@@ -298,3 +298,22 @@ def test_cuda_matches_cpu(precision):
     result = Upscaler(cuda, TileSettings(tile_size=64, overlap=EXACT_OVERLAP, batch_size=4)).upscale(pixels)
     tolerance = {"fp32": 1, "fp16": 3, "bf16": 8}[precision]
     assert max_difference(result, expected) <= tolerance
+
+
+def test_freed_memory_is_handed_back_after_large_outputs_only(monkeypatch):
+    import srgan.engines.upscaler as upscaler_module
+
+    calls = []
+    monkeypatch.setattr(upscaler_module, "return_freed_memory", lambda: calls.append(True))
+    monkeypatch.setattr(upscaler_module, "RETURN_MEMORY_AFTER_BYTES", 32 * 32 * 16 * 3)
+    upscaler = Upscaler(NearestBackend(), TileSettings(16, 2))
+    upscaler.upscale(random_image(31, 32, 3))
+    assert not calls  # one row short of the threshold
+    upscaler.upscale(random_image(32, 32, 3))
+    assert calls == [True]
+
+
+def test_other_architectures_keep_small_cpu_tiles():
+    plain = torch.nn.Sequential(torch.nn.Conv2d(3, 48, 3, padding=1), torch.nn.PixelShuffle(4))
+    assert TorchBackend(plain, 4, CPU, Precision.FP32).preferred_tile_size == 160  # no bands to bound it
+    assert TorchBackend(NETWORK, 4, CPU, Precision.FP32).preferred_tile_size == 384
