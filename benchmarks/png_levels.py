@@ -1,12 +1,13 @@
 """Time and size of PNG output at each `--png-compression` level, on upscaled photographs.
 
-Upscales a 480×270 centre crop of each of the first --count photos in --photos with the bundled
-model (bf16 on a CPU) and writes each 1920×1080 result with `write_image` at levels 1, 6, 8 and
+Upscales a 480×270 centre crop of each of the first --count images in --photos (folders or files)
+with the bundled model (bf16 on a CPU) and writes each 1920×1080 result with `write_image` at levels 1, 6, 8 and
 9, and, for comparison, at level 6 with zlib's default strategy (how level 6 wrote before it
 took the run-length strategy: `png_strategy`). One thread, best of 2 per file; prints the totals
 and their ratios against level 6.
 
     python benchmarks/png_levels.py --photos data/photos [--count 6]
+    python benchmarks/png_levels.py --photos data/photos/calla.png data/photos/city.png
 """
 
 from __future__ import annotations
@@ -38,10 +39,11 @@ def best_seconds(write, repeats: int = 2) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--photos", type=Path, required=True)
+    parser.add_argument("--photos", type=Path, nargs="+", required=True, help="folders of photos, or photos")
     parser.add_argument("--count", type=int, default=6)
     args = parser.parse_args()
-    photos = sorted(path for path in args.photos.iterdir() if path.suffix.lower() in SUFFIXES)[: args.count]
+    found = [path for given in args.photos for path in (sorted(given.iterdir()) if given.is_dir() else [given])]
+    photos = [path for path in found if path.suffix.lower() in SUFFIXES][: args.count]
     device = "cuda" if torch.cuda.is_available() else "cpu"
     precision = Precision.AUTO if device == "cuda" else Precision.BF16
     upscaler = create_upscaler(load_model(default_model_path()), device, precision, TileSettings())
@@ -67,7 +69,7 @@ def main() -> None:
                 total[0] += seconds
                 total[1] += target.stat().st_size / 1e6
     seconds6, size6 = totals["6"]
-    print(f"{len(photos)} upscaled photos, 1920×1080 each, one thread; totals")
+    print(f"{len(photos)} upscaled images, 1920×1080 each, one thread; totals")
     print(f"{'level':>20} {'seconds':>8} {'MB':>7} {'speed vs 6':>11} {'size vs 6':>10}")
     for label, (seconds, size) in totals.items():
         print(f"{label:>20} {seconds:8.2f} {size:7.2f} {seconds6 / seconds:10.2f}× {size / size6:9.3f}×")
