@@ -320,7 +320,8 @@ class WatchService:
         try:
             warnings, failures = self._recover()
             backlog = self._watch()
-            self.reporter.started(backlog, self.upscaler.backend.name, "polling" if settings.polling else "inotify")
+            mode = "once, no observer" if settings.once else "polling" if settings.polling else "inotify"
+            self.reporter.started(backlog, self.upscaler.backend.name, mode)
             for warning in warnings:
                 self.reporter.warning(warning)
             for source, reason in failures:

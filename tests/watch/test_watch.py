@@ -198,8 +198,10 @@ def test_watch_command_once_and_usage_errors(tiny_model_file, folders):
         ["watch", str(in_dir), "-o", str(out_dir), "-m", str(tiny_model_file), "--once", "--settle", "0.1", "--json"],
     )
     assert result.exit_code == 0, result.output
-    events = [json.loads(line)["event"] for line in result.stdout.splitlines()]
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    events = [record["event"] for record in records]
     assert events[0] == "start" and "result" in events and events[-1] == "stop"
+    assert records[0]["mode"] == "once, no observer"  # --once starts no inotify observer
     same = runner.invoke(app, ["watch", str(in_dir), "-o", str(in_dir), "-m", str(tiny_model_file), "--once"])
     assert same.exit_code == 2 and "is the input folder" in same.stderr
     missing = runner.invoke(app, ["watch", str(in_dir / "nope"), "-o", str(out_dir), "-m", str(tiny_model_file)])
