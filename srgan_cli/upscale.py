@@ -89,8 +89,12 @@ def upscale(
     ctx: typer.Context,
     inputs: Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns.", show_default=False)],
     output: Annotated[
-        Optional[Path],
-        typer.Option("--output", "-o", help="Output file (one input) or folder; next to each input when omitted."),
+        Optional[str],
+        typer.Option(
+            "--output",
+            "-o",
+            help="Output file (one input) or folder (a trailing / says folder); next to each input when omitted.",
+        ),
     ] = None,
     recursive: Annotated[
         bool, typer.Option("--recursive", "-r", help="Look in subfolders; mirror them in the output.")
@@ -158,13 +162,16 @@ def upscale(
     if cluster is not None:
         import_ray()  # before any work: a missing Ray is a one-line error
     survey = survey_inputs(inputs, recursive)
-    to_file = _check_output(output, survey, len(inputs))
+    # Kept as text until here: a Path would drop the trailing separator that asks for a folder.
+    folder_asked = output is not None and output.endswith(("/", os.sep))
+    output_path = Path(output) if output is not None else None
+    to_file = _check_output(output_path, survey, len(inputs), folder_asked)
     loaded = load_model_option(model, precision)
     upscaler = None if cluster else create_upscaler(loaded, device, precision, settings, backend, engines_dir)
     if to_file and format_key is None:
-        format_key = format_for(output)
+        format_key = format_for(output_path)
     options = OutputOptions(format_key, quality, png_compression, scale, name)
-    plan = OutputPlan(output, to_file, name, scale_label(scale, loaded.scale), format_key, overwrite)
+    plan = OutputPlan(output_path, to_file, name, scale_label(scale, loaded.scale), format_key, overwrite)
     jobs = plan_jobs(iter_inputs(inputs, recursive), plan, survey.digests)
     reporter: Reporter = JsonReporter() if json_lines else RichReporter()
     if upscaler is not None:
@@ -190,13 +197,16 @@ def upscale(
         raise typer.Exit(1)
 
 
-def _check_output(output: Path | None, survey: InputSurvey, arguments_count: int) -> bool:
-    """Whether -o names one output file; a usage error when it cannot serve, before any work."""
+def _check_output(output: Path | None, survey: InputSurvey, arguments_count: int, folder_asked: bool) -> bool:
+    """Whether -o names one output file; a usage error when it cannot serve, before any work.
+
+    folder_asked: -o ended with a separator, so it names a folder whatever its suffix.
+    """
     if output is None:
         return False
     try:
-        to_file = output_is_file(output, survey.first, survey.files, arguments_count)
-        if not to_file and not output.is_dir() and output.suffix.lower() in IMAGE_EXTENSIONS:
+        to_file = not folder_asked and output_is_file(output, survey.first, survey.files, arguments_count)
+        if not to_file and not folder_asked and not output.is_dir() and output.suffix.lower() in IMAGE_EXTENSIONS:
             raise UsageProblem(f"-o {output} names one image file, but the inputs are several; give a folder")
         check_output_folder(output.parent if to_file else output)
     except OSError as error:

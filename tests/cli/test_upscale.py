@@ -342,3 +342,12 @@ def test_one_output_file_for_several_inputs_is_refused(tmp_path, tiny_model_file
     result = srgan("upscale", photo, other, "-o", tmp_path / "big.png", "-m", tiny_model_file)
     assert result.exit_code == 2 and "give a folder" in result.stderr
     assert not (tmp_path / "big.png").exists()
+
+
+def test_a_trailing_separator_makes_the_output_a_folder_whatever_its_suffix(tmp_path, tiny_model_file, photo):
+    result = srgan("upscale", photo, "-o", f"{tmp_path / 'out.tif'}/", "-m", tiny_model_file)
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "out.tif"
+    assert folder.is_dir() and [path.name for path in folder.iterdir()] == [f"{Path(photo).stem}_x4.png"]
+    single = srgan("upscale", photo, "-o", tmp_path / "one.tif", "-m", tiny_model_file)  # without it: one file
+    assert single.exit_code == 0 and (tmp_path / "one.tif").is_file()
