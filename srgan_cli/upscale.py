@@ -93,6 +93,7 @@ def upscale(
         typer.Option(
             "--output",
             "-o",
+            metavar="PATH",
             help="Output file (one input) or folder (a trailing / says folder); next to each input when omitted.",
         ),
     ] = None,
